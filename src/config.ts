@@ -1,0 +1,274 @@
+import path from 'node:path'
+import { splitCommandLine } from './brain/argv.js'
+import { toReaction, type ReactionEmoji } from './telegram/reactions.js'
+
+/** The service's settings, read once from the environment and validated up front. */
+export interface Config {
+  readonly botToken: string
+  readonly webhookSecret: string
+  readonly apiRoot: string
+  /** Chats whose messages reach the brain; 'all' only when ALLOW_ALL_CHATS=1. */
+  readonly allowedChats: ReadonlySet<number> | 'all'
+  readonly brain: BrainConfig
+  readonly host: string
+  readonly port: number
+  readonly webhookPath: string
+  readonly maxConcurrentBrains: number
+  readonly shutdownGraceMs: number
+  readonly stateDir: string
+  readonly lockDir: string
+  readonly ackEmoji: ReactionEmoji
+  readonly logLevel: LogLevel
+  /** 'sqlite' keeps the inbox on disk (the default); 'memory' trades durability for nothing. */
+  readonly inbox: 'sqlite' | 'memory'
+  readonly inboxRetentionMs: number
+}
+
+export interface BrainConfig {
+  readonly argv: readonly [string, ...string[]]
+  readonly cwd: string
+  readonly envAllow: readonly string[]
+  readonly timeoutMs: number
+  readonly messageBudgetMs: number
+  readonly killGraceMs: number
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+export const DEFAULTS = {
+  apiRoot: 'https://api.telegram.org',
+  host: '127.0.0.1',
+  port: 8787,
+  webhookPath: '/telegram/webhook',
+  maxConcurrentBrains: 4,
+  brainTimeoutS: 90,
+  messageBudgetS: 180,
+  killGraceS: 5,
+  shutdownGraceS: 30,
+  stateDir: './var',
+  ackEmoji: '👀',
+  logLevel: 'info',
+  inboxRetentionH: 72,
+} as const
+
+/** A configuration value that cannot be used; the message names the variable and the fix. */
+export class ConfigError extends Error {
+  readonly variable: string
+  constructor(variable: string, problem: string) {
+    super(`${variable} ${problem}`)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>
+
+const SECRET_PATTERN = /^[A-Za-z0-9_-]{1,256}$/u
+const CHAT_ID_PATTERN = /^-?\d{1,20}$/u
+const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/u
+const DECIMAL_PATTERN = /^\d+(\.\d+)?$/u
+
+/** Reads and validates the whole configuration; throws ConfigError on the first bad value. */
+export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
+  const read = reader(env)
+
+  const { botToken, webhookSecret, apiRoot } = readTelegramSettings(read)
+  const allowedChats = readAllowedChats(read)
+
+  const stateDir = path.resolve(cwd, read('STATE_DIR') ?? read('STATE_DIRECTORY')?.split(':')[0] ?? DEFAULTS.stateDir)
+  const lockDir = path.resolve(cwd, read('LOCK_DIR') ?? defaultLockDir(read, stateDir))
+
+  const timeoutMs = seconds(read, 'BRAIN_TIMEOUT_S', DEFAULTS.brainTimeoutS, { min: 0.001 })
+  const messageBudgetMs = seconds(read, 'MESSAGE_BUDGET_S', DEFAULTS.messageBudgetS, { min: 0.001 })
+
+  const brain: BrainConfig = {
+    argv: readBrainCommand(read),
+    cwd: path.resolve(cwd, read('BRAIN_CWD') ?? stateDir),
+    envAllow: readEnvAllow(read),
+    timeoutMs,
+    messageBudgetMs,
+    killGraceMs: seconds(read, 'KILL_GRACE_S', DEFAULTS.killGraceS, { min: 0 }),
+  }
+
+  const webhookPath = read('WEBHOOK_PATH') ?? DEFAULTS.webhookPath
+  if (!/^\/[A-Za-z0-9._~\-/]*$/u.test(webhookPath)) {
+    throw new ConfigError('WEBHOOK_PATH', `must be a URL path starting with / (letters, digits, . _ ~ - /); got "${webhookPath}"`)
+  }
+
+  const ackEmojiRaw = read('ACK_EMOJI') ?? DEFAULTS.ackEmoji
+  const ackEmoji = toReaction(ackEmojiRaw)
+  if (!ackEmoji) {
+    throw new ConfigError('ACK_EMOJI', `must be an emoji Telegram allows as a reaction (such as 👀 👍 🔥 🤔); got "${ackEmojiRaw}"`)
+  }
+
+  const logLevel = read('LOG_LEVEL') ?? DEFAULTS.logLevel
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}; got "${logLevel}"`)
+  }
+
+  const inbox = read('INBOX') ?? 'sqlite'
+  if (inbox !== 'sqlite' && inbox !== 'memory') {
+    throw new ConfigError('INBOX', `must be "sqlite" (durable, the default) or "memory"; got "${inbox}"`)
+  }
+
+  return {
+    botToken,
+    webhookSecret,
+    apiRoot,
+    allowedChats,
+    brain,
+    host: read('HOST') ?? DEFAULTS.host,
+    port: integer(read, 'PORT', DEFAULTS.port, { min: 0, max: 65535 }),
+    webhookPath,
+    maxConcurrentBrains: integer(read, 'MAX_CONCURRENT_BRAINS', DEFAULTS.maxConcurrentBrains, { min: 1, max: 1024 }),
+    shutdownGraceMs: seconds(read, 'SHUTDOWN_GRACE_S', DEFAULTS.shutdownGraceS, { min: 0 }),
+    stateDir,
+    lockDir,
+    ackEmoji,
+    logLevel: logLevel as LogLevel,
+    inbox,
+    inboxRetentionMs: seconds(read, 'INBOX_RETENTION_H', DEFAULTS.inboxRetentionH, { min: 24, unit: 3600 }),
+  }
+}
+
+export type TelegramSettings = Pick<Config, 'botToken' | 'webhookSecret' | 'apiRoot'>
+
+/** Just the settings the webhook commands need (set-webhook, webhook-info, delete-webhook). */
+export function loadTelegramSettings(env: Env = process.env): TelegramSettings {
+  return readTelegramSettings(reader(env))
+}
+
+type Read = (name: string) => string | undefined
+
+function reader(env: Env): Read {
+  return (name) => {
+    const value = env[name]?.trim()
+    return value === '' ? undefined : value
+  }
+}
+
+function readTelegramSettings(read: Read): TelegramSettings {
+  const botToken = required(read, 'TELEGRAM_BOT_TOKEN', 'set it to the token @BotFather gave you')
+  if (/\s|\//u.test(botToken)) {
+    throw new ConfigError('TELEGRAM_BOT_TOKEN', 'must be a bot token like 123456:ABC-DEF…; it contains spaces or slashes')
+  }
+
+  const webhookSecret = required(read, 'TELEGRAM_WEBHOOK_SECRET', 'set it to 1–256 characters of A–Z a–z 0–9 _ -')
+  if (!SECRET_PATTERN.test(webhookSecret)) {
+    throw new ConfigError(
+      'TELEGRAM_WEBHOOK_SECRET',
+      `must be 1–256 characters of A–Z a–z 0–9 _ -; got ${webhookSecret.length} characters` +
+        (webhookSecret.length <= 256 ? ' including others' : ''),
+    )
+  }
+
+  const apiRoot = (read('TELEGRAM_API_ROOT') ?? DEFAULTS.apiRoot).replace(/\/+$/u, '')
+  if (!isHttpUrl(apiRoot)) {
+    throw new ConfigError('TELEGRAM_API_ROOT', `must be an http(s) URL such as ${DEFAULTS.apiRoot}; got "${apiRoot}"`)
+  }
+
+  return { botToken, webhookSecret, apiRoot }
+}
+
+function required(read: Read, name: string, fix: string): string {
+  const value = read(name)
+  if (value === undefined) throw new ConfigError(name, `is required: ${fix}`)
+  return value
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value)
+    return url.protocol === 'http:' || url.protocol === 'https:'
+  } catch {
+    return false
+  }
+}
+
+function readAllowedChats(read: Read): ReadonlySet<number> | 'all' {
+  const allowAll = read('ALLOW_ALL_CHATS')
+  if (allowAll !== undefined && allowAll !== '0' && allowAll !== '1') {
+    throw new ConfigError('ALLOW_ALL_CHATS', `must be 1 (any chat reaches the brain) or 0; got "${allowAll}"`)
+  }
+  const list = read('ALLOWED_CHAT_IDS')
+  if (list === undefined) {
+    if (allowAll === '1') return 'all'
+    throw new ConfigError(
+      'ALLOWED_CHAT_IDS',
+      'is required: set it to the comma-separated chat ids the bot serves (or ALLOW_ALL_CHATS=1 to serve anyone)',
+    )
+  }
+  const ids = new Set<number>()
+  for (const part of list.split(',')) {
+    const text = part.trim()
+    const id = Number(text)
+    if (!CHAT_ID_PATTERN.test(text) || !Number.isSafeInteger(id) || id === 0) {
+      throw new ConfigError('ALLOWED_CHAT_IDS', `must be comma-separated integer chat ids such as 123456789,-1001234567890; got "${text}"`)
+    }
+    ids.add(id)
+  }
+  return allowAll === '1' ? 'all' : ids
+}
+
+function readBrainCommand(read: Read): readonly [string, ...string[]] {
+  const line = required(read, 'BRAIN_COMMAND', 'set it to the brain\'s command line, e.g. "scripts/brains/echo"')
+  let argv: string[]
+  try {
+    argv = splitCommandLine(line)
+  } catch (error) {
+    throw new ConfigError('BRAIN_COMMAND', `${(error as Error).message}: ${line}`)
+  }
+  const [command, ...args] = argv
+  if (command === undefined) throw new ConfigError('BRAIN_COMMAND', 'is empty: set it to the brain\'s command line')
+  return [command, ...args]
+}
+
+function readEnvAllow(read: Read): string[] {
+  const list = read('BRAIN_ENV_ALLOW')
+  if (list === undefined) return []
+  const names = list.split(/[\s,]+/u).filter(Boolean)
+  for (const name of names) {
+    if (!ENV_NAME_PATTERN.test(name)) {
+      throw new ConfigError('BRAIN_ENV_ALLOW', `must be environment variable names separated by commas; "${name}" is not one`)
+    }
+  }
+  return names
+}
+
+function defaultLockDir(read: Read, stateDir: string): string {
+  const runtime = read('RUNTIME_DIRECTORY')?.split(':')[0]
+  if (runtime) return path.join(runtime, 'locks')
+  const xdg = read('XDG_RUNTIME_DIR')
+  if (xdg) return path.join(xdg, 'coordinator')
+  return path.join(stateDir, 'locks')
+}
+
+interface Bounds {
+  min: number
+  max?: number
+  unit?: number
+}
+
+/** A duration given in seconds (or another unit), decimals allowed; returned in milliseconds. */
+function seconds(read: Read, name: string, fallback: number, { min, max, unit = 1 }: Bounds): number {
+  const text = read(name)
+  const unitName = unit === 3600 ? 'hours' : 'seconds'
+  if (text === undefined) return fallback * unit * 1000
+  const value = Number(text)
+  if (!DECIMAL_PATTERN.test(text) || !Number.isFinite(value) || value < min || (max !== undefined && value > max)) {
+    const range = max === undefined ? `at least ${min}` : `between ${min} and ${max}`
+    throw new ConfigError(name, `must be a number of ${unitName} ${range} (decimals allowed, e.g. ${fallback}); got "${text}"`)
+  }
+  return Math.round(value * unit * 1000)
+}
+
+function integer(read: Read, name: string, fallback: number, { min, max }: Bounds): number {
+  const text = read(name)
+  if (text === undefined) return fallback
+  const value = Number(text)
+  if (!/^\d+$/u.test(text) || value < min || (max !== undefined && value > max)) {
+    throw new ConfigError(name, `must be a whole number from ${min} to ${max}; got "${text}"`)
+  }
+  return value
+}
