@@ -76,14 +76,14 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const { botToken, webhookSecret, apiRoot } = readTelegramSettings(read)
   const allowedChats = readAllowedChats(read)
 
-  const stateDir = path.resolve(cwd, read('STATE_DIR') ?? read('STATE_DIRECTORY')?.split(':')[0] ?? DEFAULTS.stateDir)
+  const stateDir = readStateDir(read, cwd)
   const lockDir = path.resolve(cwd, read('LOCK_DIR') ?? defaultLockDir(read, stateDir))
 
   const timeoutMs = seconds(read, 'BRAIN_TIMEOUT_S', DEFAULTS.brainTimeoutS, { min: 0.001 })
   const messageBudgetMs = seconds(read, 'MESSAGE_BUDGET_S', DEFAULTS.messageBudgetS, { min: 0.001 })
 
   const brain: BrainConfig = {
-    argv: readBrainCommand(read),
+    argv: readBrainCommand(read, cwd),
     cwd: path.resolve(cwd, read('BRAIN_CWD') ?? stateDir),
     envAllow: readEnvAllow(read),
     timeoutMs,
@@ -139,7 +139,16 @@ export function loadTelegramSettings(env: Env = process.env): TelegramSettings {
   return readTelegramSettings(reader(env))
 }
 
+/** STATE_DIR alone, for commands that only read the inbox. */
+export function loadStateDir(env: Env = process.env, cwd = process.cwd()): string {
+  return readStateDir(reader(env), cwd)
+}
+
 type Read = (name: string) => string | undefined
+
+function readStateDir(read: Read, cwd: string): string {
+  return path.resolve(cwd, read('STATE_DIR') ?? read('STATE_DIRECTORY')?.split(':')[0] ?? DEFAULTS.stateDir)
+}
 
 function reader(env: Env): Read {
   return (name) => {
@@ -211,7 +220,7 @@ function readAllowedChats(read: Read): ReadonlySet<number> | 'all' {
   return allowAll === '1' ? 'all' : ids
 }
 
-function readBrainCommand(read: Read): readonly [string, ...string[]] {
+function readBrainCommand(read: Read, cwd: string): readonly [string, ...string[]] {
   const line = required(read, 'BRAIN_COMMAND', 'set it to the brain\'s command line, e.g. "scripts/brains/echo"')
   let argv: string[]
   try {
@@ -221,7 +230,8 @@ function readBrainCommand(read: Read): readonly [string, ...string[]] {
   }
   const [command, ...args] = argv
   if (command === undefined) throw new ConfigError('BRAIN_COMMAND', 'is empty: set it to the brain\'s command line')
-  return [command, ...args]
+  // A relative path means relative to where the service was started, not to BRAIN_CWD.
+  return [command.includes('/') ? path.resolve(cwd, command) : command, ...args]
 }
 
 function readEnvAllow(read: Read): string[] {

@@ -1,0 +1,148 @@
+import { timingSafeEqual } from 'node:crypto'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
+import rateLimit from '@fastify/rate-limit'
+import type { Config } from './config.js'
+import type { Coordinator } from './coordinator.js'
+import type { Inbox } from './store/inbox.js'
+import type { Metrics } from './metrics.js'
+import type { EventLoopDelay } from './health.js'
+
+/** Telegram's header carrying the webhook secret. */
+export const SECRET_HEADER = 'x-telegram-bot-api-secret-token'
+/** Largest webhook body accepted; Telegram's updates are far smaller. */
+export const BODY_LIMIT = 1024 * 1024
+// Requests failing the secret check, per client IP: enough for a misconfiguration to show in logs.
+const BAD_SECRET_LIMIT = { max: 20, timeWindow: 60_000 }
+// /healthz turns 503 "degraded" when the event loop lags this much (p99 over ~10 s).
+export const DEGRADED_LOOP_DELAY_MS = 1000
+// Loopback proxies (Caddy) whose X-Forwarded-For is believed.
+const TRUSTED_PROXIES = ['127.0.0.0/8', '::1']
+
+export interface AppDeps {
+  readonly config: Config
+  readonly coordinator: Coordinator
+  readonly inbox: Inbox
+  readonly metrics: Metrics
+  readonly loopDelay: EventLoopDelay
+  /** Whether a brain could be started now (its executable is still there). */
+  readonly brainStartable: () => boolean
+  readonly logger: FastifyBaseLogger
+}
+
+/** Builds the HTTP side: the webhook, health endpoints and metrics. No process globals. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, coordinator, metrics } = deps
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    disableRequestLogging: true,
+    bodyLimit: BODY_LIMIT,
+    trustProxy: TRUSTED_PROXIES,
+    return503OnClosing: true,
+  })
+
+  await app.register(rateLimit, { global: false })
+
+  const expectedSecret = Buffer.from(config.webhookSecret)
+  const hasSecret = (request: FastifyRequest): boolean => {
+    const given = request.headers[SECRET_HEADER]
+    if (typeof given !== 'string') return false
+    const buffer = Buffer.from(given)
+    return buffer.length === expectedSecret.length && timingSafeEqual(buffer, expectedSecret)
+  }
+
+  app.setErrorHandler<FastifyError>((error, request, reply) => {
+    const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
+    if (request.routeOptions.url === config.webhookPath) {
+      metrics.updates.inc({ outcome: 'rejected', reason: status === 429 ? 'rate_limited' : reasonOf(error.code, status) })
+    }
+    if (status >= 500) request.log.error({ err: error }, 'request failed')
+    else request.log.info({ status, code: error.code, ip: request.ip }, error.message)
+    void reply.code(status).send({ error: error.message })
+  })
+
+  app.post(
+    config.webhookPath,
+    {
+      config: {
+        rateLimit: { ...BAD_SECRET_LIMIT, allowList: (request: FastifyRequest) => hasSecret(request) },
+      },
+      // After the rate limiter's onRequest hook (so failures are counted), before the body is read.
+      preParsing: async (request, reply) => {
+        if (hasSecret(request)) return
+        metrics.updates.inc({ outcome: 'rejected', reason: 'bad_secret' })
+        request.log.warn({ ip: request.ip }, 'webhook request without the right secret')
+        return reply.code(401).send({ error: 'missing or wrong X-Telegram-Bot-Api-Secret-Token' })
+      },
+      onResponse: async (_request, reply) => {
+        metrics.webhookDuration.observe(reply.elapsedTime / 1000)
+      },
+    },
+    async (request, reply) => {
+      const receipt = coordinator.receive(request.body)
+      metrics.updates.inc(
+        receipt.outcome === 'rejected' ? { outcome: 'rejected', reason: reasonOf(undefined, receipt.status) } : { outcome: receipt.outcome },
+      )
+      if (receipt.status === 200) return reply.code(200).send()
+      return reply.code(receipt.status).send({ error: receipt.detail })
+    },
+  )
+
+  app.get('/livez', async () => ({ status: 'ok' }))
+
+  app.get('/readyz', async (_request, reply) => {
+    const checks = {
+      accepting: !coordinator.draining,
+      store_writable: deps.inbox.stats().writable,
+      brain_startable: deps.brainStartable(),
+    }
+    const ready = Object.values(checks).every(Boolean)
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
+  })
+
+  app.get('/healthz', async (_request, reply) => {
+    const report = healthReport(deps)
+    return reply.code(report.status === 'ok' ? 200 : 503).send(report)
+  })
+
+  app.get('/metrics', async (_request, reply) => {
+    const body = await metrics.registry.metrics()
+    return reply.type(metrics.registry.contentType).send(body)
+  })
+
+  return app
+}
+
+/** The /healthz document: everything an operator checks first, computed from live state. */
+export function healthReport({ coordinator, inbox, loopDelay, config }: AppDeps) {
+  const now = Date.now()
+  const { dispatcher } = coordinator
+  const running = dispatcher.runningJobs()
+  const store = inbox.stats()
+  const loopDelayMs = loopDelay.p99Ms()
+  const ageS = (since: number | null | undefined): number | null =>
+    since === null || since === undefined ? null : Math.round((now - since) / 100) / 10
+  const status = coordinator.draining ? 'draining' : loopDelayMs > DEGRADED_LOOP_DELAY_MS || !store.writable ? 'degraded' : 'ok'
+  return {
+    status,
+    uptime_s: Math.round((now - coordinator.startedAt) / 1000),
+    event_loop_delay_ms: loopDelayMs,
+    brains: { running: dispatcher.running, limit: config.maxConcurrentBrains, oldest_running_s: ageS(running[0]?.since) },
+    queue: { pending: dispatcher.queued, chats: dispatcher.chats, oldest_pending_s: ageS(store.oldestQueuedAt) },
+    store: {
+      kind: store.kind,
+      writable: store.writable,
+      size_bytes: store.sizeBytes,
+      oldest_queued_s: ageS(store.oldestQueuedAt),
+      ...(store.lastWriteError ? { last_error: store.lastWriteError } : {}),
+    },
+    last_update_at: coordinator.lastUpdateAt === undefined ? null : new Date(coordinator.lastUpdateAt).toISOString(),
+  }
+}
+
+function reasonOf(code: string | undefined, status: number): string {
+  if (status === 413) return 'too_large'
+  if (status === 415) return 'unsupported_media_type'
+  if (status === 503) return 'unavailable'
+  if (code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || code === 'FST_ERR_CTP_INVALID_JSON_BODY' || status === 400) return 'bad_request'
+  return `http_${status}`
+}

@@ -1,0 +1,135 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { loadStateDir } from '../config.js'
+import { MESSAGE_STATES, type MessageState, type StoredMessage } from '../store/inbox.js'
+import { INBOX_FILE, SqliteInbox } from '../store/sqlite.js'
+import { UsageError } from './usage.js'
+
+const TEXT_PREVIEW_CHARS = 40
+
+/**
+ * `coordinator inbox [--chat ID] [--state STATE] [--limit N] [--json]` lists messages;
+ * `coordinator inbox retry ID` re-queues a failed, timed-out or cancelled one (a running service
+ * picks it up within seconds).
+ */
+export async function inboxCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      chat: { type: 'string' },
+      state: { type: 'string' },
+      limit: { type: 'string', default: '50' },
+      json: { type: 'boolean', default: false },
+    },
+  })
+  const stateDir = loadStateDir()
+  if (!fs.existsSync(path.join(stateDir, INBOX_FILE))) {
+    throw new UsageError(`no inbox at ${path.join(stateDir, INBOX_FILE)}; set STATE_DIR to the service's state directory`)
+  }
+  const inbox = new SqliteInbox(stateDir)
+  try {
+    if (positionals[0] === 'retry') return retry(inbox, positionals[1], values.json)
+    if (positionals.length > 0) throw new UsageError(`unknown inbox subcommand "${positionals[0]}"; use "inbox" or "inbox retry ID"`)
+    const messages = inbox.list({
+      chatId: values.chat === undefined ? undefined : wholeNumber('--chat', values.chat, true),
+      state: values.state === undefined ? undefined : messageState(values.state),
+      limit: wholeNumber('--limit', values.limit, false),
+    })
+    process.stdout.write(values.json ? `${JSON.stringify(messages.map(toJson), null, 2)}\n` : formatTable(messages))
+    return 0
+  } finally {
+    inbox.close()
+  }
+}
+
+function retry(inbox: SqliteInbox, id: string | undefined, json: boolean): number {
+  if (id === undefined) throw new UsageError('inbox retry needs the message id (the first column of `coordinator inbox`)')
+  let message: StoredMessage
+  try {
+    message = inbox.retry(wholeNumber('ID', id, false))
+  } catch (error) {
+    if (error instanceof RangeError) throw new UsageError(error.message)
+    throw error
+  }
+  process.stdout.write(json ? `${JSON.stringify(toJson(message))}\n` : `message ${message.seq} re-queued (chat ${message.chatId})\n`)
+  return 0
+}
+
+function toJson(message: StoredMessage) {
+  return {
+    id: message.seq,
+    update_id: message.updateId,
+    chat_id: message.chatId,
+    message_id: message.messageId,
+    state: message.state,
+    attempts: message.attempts,
+    redelivered: message.interruptions > 0,
+    received_at: iso(message.receivedAt),
+    started_at: iso(message.startedAt),
+    finished_at: iso(message.finishedAt),
+    exit_code: message.exitCode,
+    exit_signal: message.exitSignal,
+    stderr_tail: message.stderrTail,
+    reply_state: message.replyState,
+    text: messageText(message),
+  }
+}
+
+function formatTable(messages: StoredMessage[]): string {
+  if (messages.length === 0) return 'no messages\n'
+  const rows = messages.map((message) => [
+    String(message.seq),
+    String(message.chatId),
+    message.state + (message.interruptions > 0 ? '*' : ''),
+    String(message.attempts),
+    exitOf(message),
+    message.replyState,
+    new Date(message.receivedAt).toISOString().replace('T', ' ').slice(0, 19),
+    preview(messageText(message)),
+  ])
+  const header = ['ID', 'CHAT', 'STATE', 'TRIES', 'EXIT', 'REPLY', 'RECEIVED (UTC)', 'TEXT']
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] as string).length)))
+  const line = (cells: string[]): string => cells.map((cell, column) => cell.padEnd(widths[column] as number)).join('  ').trimEnd()
+  const footer = messages.some((message) => message.interruptions > 0) ? '* redelivered after a restart\n' : ''
+  return `${[header, ...rows].map(line).join('\n')}\n${footer}`
+}
+
+function exitOf(message: StoredMessage): string {
+  if (message.exitSignal) return message.exitSignal
+  return message.exitCode === null ? '-' : String(message.exitCode)
+}
+
+function messageText(message: StoredMessage): string {
+  try {
+    const update = JSON.parse(message.updateJson) as { message?: { text?: string; caption?: string } }
+    return update.message?.text ?? update.message?.caption ?? ''
+  } catch {
+    return ''
+  }
+}
+
+function preview(text: string): string {
+  const flat = text.replace(/\s+/gu, ' ')
+  return flat.length > TEXT_PREVIEW_CHARS ? `${flat.slice(0, TEXT_PREVIEW_CHARS - 1)}…` : flat
+}
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString()
+}
+
+function wholeNumber(name: string, text: string, signed: boolean): number {
+  const value = Number(text)
+  if (!(signed ? /^-?\d+$/u : /^\d+$/u).test(text) || !Number.isSafeInteger(value)) {
+    throw new UsageError(`${name} must be a whole number; got "${text}"`)
+  }
+  return value
+}
+
+function messageState(text: string): MessageState {
+  if (!(MESSAGE_STATES as readonly string[]).includes(text)) {
+    throw new UsageError(`--state must be one of ${MESSAGE_STATES.join(', ')}; got "${text}"`)
+  }
+  return text as MessageState
+}

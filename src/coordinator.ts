@@ -1,0 +1,171 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config } from './config.js'
+import type { Metrics } from './metrics.js'
+import { classifyUpdate, type IncomingMessage } from './intake.js'
+import { InboxWriteError, type Inbox, type StoredMessage } from './store/inbox.js'
+import { Dispatcher, type Job } from './dispatch/dispatcher.js'
+import { createMessageWork, deliver } from './dispatch/worker.js'
+import type { ChatLocks } from './dispatch/chat-lock.js'
+import type { TelegramClient } from './telegram/client.js'
+
+// A message a restart interrupted this often is failed instead of run again (a crash loop guard).
+const MAX_INTERRUPTIONS = 3
+const MAINTENANCE_EVERY_MS = 2000
+const PRUNE_EVERY_MS = 10 * 60_000
+
+/** How the webhook should answer, and why. */
+export interface Receipt {
+  readonly status: 200 | 400 | 503
+  readonly outcome: 'accepted' | 'duplicate' | 'ignored' | 'rejected'
+  readonly detail?: string
+}
+
+export interface CoordinatorDeps {
+  readonly config: Config
+  readonly inbox: Inbox
+  readonly telegram: TelegramClient
+  readonly locks: ChatLocks
+  readonly metrics: Metrics
+  readonly log: FastifyBaseLogger
+}
+
+/**
+ * The service's core: takes an update in (stored before it is acknowledged), acknowledges it with
+ * the receipt reaction without waiting, and schedules it in its chat's queue. Knows nothing of HTTP.
+ */
+export class Coordinator {
+  readonly dispatcher: Dispatcher
+  readonly startedAt = Date.now()
+  lastUpdateAt: number | undefined
+  #deps: CoordinatorDeps
+  #timers: NodeJS.Timeout[] = []
+  #draining = false
+
+  constructor(deps: CoordinatorDeps) {
+    this.#deps = deps
+    this.dispatcher = new Dispatcher({ maxConcurrent: deps.config.maxConcurrentBrains, work: createMessageWork(deps) })
+  }
+
+  /** True once shutdown began: the webhook answers 503 so Telegram re-sends later. */
+  get draining(): boolean {
+    return this.#draining
+  }
+
+  /**
+   * Handles one authentic webhook body. Synchronous up to the answer: the only waiting is the
+   * inbox write, so the webhook answers in well under a millisecond of work.
+   */
+  receive(body: unknown, receivedAt = Date.now()): Receipt {
+    const { config, inbox, log } = this.#deps
+    if (this.#draining) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
+    const intake = classifyUpdate(body, (chatId) => config.allowedChats === 'all' || config.allowedChats.has(chatId))
+    if (intake.kind === 'invalid') return { status: 400, outcome: 'rejected', detail: intake.problem }
+    this.lastUpdateAt = receivedAt
+    if (intake.kind === 'ignored') {
+      log.debug({ update_id: intake.updateId, reason: intake.reason }, 'update ignored')
+      return { status: 200, outcome: 'ignored', detail: intake.reason }
+    }
+
+    const { message, updateId } = intake
+    const stored = {
+      updateId,
+      chatId: message.chatId,
+      messageId: message.messageId,
+      updateJson: JSON.stringify(body),
+      receivedAt,
+    }
+    const messageLog = log.child({ update_id: updateId, chat_id: message.chatId })
+    let seq: number | 'duplicate'
+    try {
+      seq =
+        intake.kind === 'message'
+          ? inbox.accept(stored)
+          : inbox.acceptAnswered(stored, `Sorry, I can't handle ${intake.what.replaceAll('_', ' ')} yet: please send text.`)
+    } catch (error) {
+      if (!(error instanceof InboxWriteError)) throw error
+      messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
+      return { status: 503, outcome: 'rejected', detail: 'inbox unavailable' }
+    }
+    if (seq === 'duplicate') {
+      messageLog.info('duplicate update ignored')
+      return { status: 200, outcome: 'duplicate' }
+    }
+
+    this.#acknowledge(message, receivedAt, messageLog)
+    if (intake.kind === 'message') {
+      messageLog.info({ seq, chars: message.text.length }, 'message accepted')
+      this.dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
+    } else {
+      messageLog.info({ seq, kind: intake.what }, 'unsupported message answered')
+      const answered = inbox.get(seq) as StoredMessage
+      void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
+    }
+    return { status: 200, outcome: 'accepted' }
+  }
+
+  /** Fires the receipt reaction; its failure is logged and never touches the work. */
+  #acknowledge(message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
+    const { telegram, config, metrics } = this.#deps
+    telegram.react(message.chatId, message.messageId, config.ackEmoji).then(
+      () => metrics.ackLatency.observe((Date.now() - receivedAt) / 1000),
+      (error: unknown) => log.warn({ err: error }, 'receipt reaction failed'),
+    )
+  }
+
+  /**
+   * Schedules what the inbox holds from an earlier run: unfinished messages (the interrupted ones
+   * first in their chats, flagged redelivered) and replies computed but never sent. Then starts the
+   * maintenance timers.
+   */
+  start(): { resumed: number; replies: number } {
+    const { inbox, log, config } = this.#deps
+    const recovery = inbox.recover(MAX_INTERRUPTIONS, Date.now())
+    const jobs = [...recovery.unfinished, ...recovery.undeliveredReplies].sort((a, b) => a.seq - b.seq)
+    for (const message of jobs) this.dispatcher.enqueue(toJob(message))
+    if (jobs.length > 0) {
+      log.info(
+        {
+          resumed: recovery.unfinished.length,
+          redelivered: recovery.unfinished.filter((message) => message.interruptions > 0).length,
+          replies: recovery.undeliveredReplies.length,
+        },
+        'inbox recovered',
+      )
+    }
+    this.#every(MAINTENANCE_EVERY_MS, () => {
+      inbox.probeWritable()
+      for (const message of inbox.takeRequeued()) {
+        log.info({ update_id: message.updateId, chat_id: message.chatId, seq: message.seq }, 'message re-queued')
+        this.dispatcher.enqueue(toJob(message))
+      }
+    })
+    this.#every(PRUNE_EVERY_MS, () => {
+      const pruned = inbox.prune(Date.now() - config.inboxRetentionMs)
+      if (pruned > 0) log.info({ pruned }, 'inbox pruned')
+    })
+    return { resumed: recovery.unfinished.length, replies: recovery.undeliveredReplies.length }
+  }
+
+  /** Stops intake and maintenance, lets running brains finish within the grace, stops the rest. */
+  async stop(): Promise<void> {
+    this.#draining = true
+    for (const timer of this.#timers) clearInterval(timer)
+    await this.dispatcher.drain(this.#deps.config.shutdownGraceMs)
+  }
+
+  #every(ms: number, task: () => void): void {
+    const timer = setInterval(() => {
+      try {
+        task()
+      } catch (error) {
+        this.#deps.log.warn({ err: error }, 'inbox maintenance failed')
+      }
+    }, ms)
+    timer.unref()
+    this.#timers.push(timer)
+  }
+}
+
+function toJob(message: StoredMessage): Job {
+  return { seq: message.seq, chatId: message.chatId, updateId: message.updateId, receivedAt: message.receivedAt }
+}

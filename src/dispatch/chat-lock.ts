@@ -1,0 +1,95 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import lockfile from 'proper-lockfile'
+import type { FastifyBaseLogger } from 'fastify'
+
+// A lock whose holder stopped refreshing it for this long is taken over.
+const STALE_MS = 30_000
+const RETRY_EVERY_MS = 250
+
+/** Gives up the lock; never throws. */
+export type Release = () => Promise<void>
+
+/** Another process held the chat's lock until the message's deadline. */
+export class ChatLockTimeout extends Error {
+  constructor(file: string) {
+    super(`another process held ${file} until the time budget ran out`)
+    this.name = 'ChatLockTimeout'
+  }
+}
+
+/**
+ * Per-chat lock files (LOCK_DIR/chat-<id>.lock, proper-lockfile's format), held while a chat's brain
+ * runs so that other processes touching the same chat's files (a second instance, a cron job)
+ * serialise with it. If the directory can't be used, the service warns once and runs without
+ * locks: answering the user matters more than strict mutual exclusion.
+ */
+export class ChatLocks {
+  readonly dir: string
+  #log: FastifyBaseLogger
+  #usable: boolean | undefined
+
+  constructor(dir: string, log: FastifyBaseLogger) {
+    this.dir = dir
+    this.#log = log
+  }
+
+  /** Whether locks are in use (false after the directory proved unusable). */
+  get usable(): boolean {
+    return this.#ensureDir()
+  }
+
+  /** Waits for the chat's lock until `deadline` (epoch ms). */
+  async acquire(chatId: number, deadline: number, log: FastifyBaseLogger): Promise<Release> {
+    if (!this.#ensureDir()) return async () => {}
+    const file = path.join(this.dir, `chat-${chatId}`)
+    const lockfilePath = `${file}.lock`
+    for (;;) {
+      try {
+        const release = await lockfile.lock(file, {
+          realpath: false,
+          lockfilePath,
+          stale: STALE_MS,
+          retries: 0,
+          onCompromised: (error) => log.warn({ err: error, lock: lockfilePath }, 'chat lock compromised'),
+        })
+        return async () => {
+          try {
+            await release()
+          } catch (error) {
+            log.warn({ err: error, lock: lockfilePath }, 'chat lock release failed')
+          }
+        }
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        if (code !== 'ELOCKED') {
+          this.#disable(error as Error)
+          return async () => {}
+        }
+        if (Date.now() + RETRY_EVERY_MS >= deadline) throw new ChatLockTimeout(lockfilePath)
+        await new Promise((resolve) => setTimeout(resolve, RETRY_EVERY_MS))
+      }
+    }
+  }
+
+  #ensureDir(): boolean {
+    if (this.#usable !== undefined) return this.#usable
+    try {
+      fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+      fs.accessSync(this.dir, fs.constants.W_OK)
+      this.#usable = true
+    } catch (error) {
+      this.#disable(error as Error)
+    }
+    return this.#usable as boolean
+  }
+
+  #disable(error: Error): void {
+    if (this.#usable === false) return
+    this.#usable = false
+    this.#log.warn(
+      { err: error, lock_dir: this.dir },
+      'LOCK_DIR is not usable; running without per-chat locks (messages may interleave with other processes)',
+    )
+  }
+}

@@ -1,0 +1,175 @@
+import PQueue from 'p-queue'
+
+/** A message waiting for or holding its chat's turn. */
+export interface Job {
+  readonly seq: number
+  readonly chatId: number
+  readonly updateId: number
+  readonly receivedAt: number
+}
+
+/** Why a running brain is being stopped. */
+export type StopReason = 'cancel' | 'shutdown'
+
+/**
+ * The work done for one job while it holds its chat's turn. `inSlot` runs a piece of it inside one
+ * of the global brain slots; whatever runs outside (reply delivery, retry backoff) keeps the chat's
+ * turn but frees the slot for other chats.
+ */
+export type Work = (job: Job, context: WorkContext) => Promise<void>
+
+export interface WorkContext {
+  inSlot<T>(run: () => Promise<T>): Promise<T>
+  /** Aborted with a StopReason when the user cancels or the service stops. */
+  readonly signal: AbortSignal
+}
+
+/** What is running in one chat now. */
+export interface RunningJob {
+  readonly job: Job
+  readonly since: number
+  readonly inSlot: boolean
+}
+
+export interface ChatStatus {
+  readonly running: RunningJob | undefined
+  readonly queued: number
+}
+
+interface Lane {
+  readonly queue: PQueue
+  // Jobs added and not yet finished, including the one running: the lane is dropped at zero.
+  outstanding: number
+  current: { job: Job; since: number; inSlot: boolean; abort: AbortController } | undefined
+}
+
+/**
+ * Per-chat queues feeding one global limiter. Each chat has a p-queue of concurrency 1, so its
+ * messages run one at a time in arrival order; each of them takes one of `maxConcurrent` global
+ * slots to run its brain, so no chat can hold more than one slot and no chat blocks another.
+ * A chat's queue exists only while it has work, so idle chats cost nothing.
+ */
+export class Dispatcher {
+  readonly maxConcurrent: number
+  #lanes = new Map<number, Lane>()
+  // The global brain slots, shared by every chat.
+  #slots: PQueue
+  #work: Work
+  #queued = 0
+  #stopping = false
+
+  constructor({ maxConcurrent, work }: { maxConcurrent: number; work: Work }) {
+    if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1) {
+      throw new TypeError(`maxConcurrent must be a whole number of at least 1; got ${maxConcurrent}`)
+    }
+    this.maxConcurrent = maxConcurrent
+    this.#slots = new PQueue({ concurrency: maxConcurrent })
+    this.#work = work
+  }
+
+  /** Queues a job behind its chat's earlier ones. */
+  enqueue(job: Job): void {
+    let lane = this.#lanes.get(job.chatId)
+    if (!lane) {
+      lane = { queue: new PQueue({ concurrency: 1 }), outstanding: 0, current: undefined }
+      this.#lanes.set(job.chatId, lane)
+    }
+    const chatLane = lane
+    chatLane.outstanding++
+    this.#queued++
+    void chatLane.queue.add(() => this.#run(chatLane, job))
+  }
+
+  /** Runs in the chat's turn; errors are the work's to handle, so one that escapes is only contained. */
+  async #run(lane: Lane, job: Job): Promise<void> {
+    this.#queued--
+    const abort = new AbortController()
+    lane.current = { job, since: Date.now(), inSlot: false, abort }
+    const current = lane.current
+    const inSlot = <T>(run: () => Promise<T>): Promise<T> =>
+      this.#slots.add(async () => {
+        current.inSlot = true
+        try {
+          return await run()
+        } finally {
+          current.inSlot = false
+        }
+      }) as Promise<T>
+    try {
+      await this.#work(job, { inSlot, signal: abort.signal })
+    } catch {
+      // The work reports its own failures; nothing may stop the chat's queue.
+    } finally {
+      lane.current = undefined
+      if (--lane.outstanding === 0) this.#lanes.delete(job.chatId)
+    }
+  }
+
+  /** Stops the running brain of a chat, if any. Returns the job that was stopped. */
+  stop(chatId: number, reason: StopReason): Job | undefined {
+    const current = this.#lanes.get(chatId)?.current
+    if (!current || current.abort.signal.aborted) return undefined
+    current.abort.abort(reason)
+    return current.job
+  }
+
+  chatStatus(chatId: number): ChatStatus {
+    const lane = this.#lanes.get(chatId)
+    if (!lane) return { running: undefined, queued: 0 }
+    const { current } = lane
+    return {
+      running: current && { job: current.job, since: current.since, inSlot: current.inSlot },
+      queued: lane.queue.size,
+    }
+  }
+
+  /** Brains running now (slots in use). */
+  get running(): number {
+    return this.#slots.pending
+  }
+
+  /** Jobs waiting for their turn or for a slot. */
+  get queued(): number {
+    return this.#queued + this.#slots.size
+  }
+
+  /** Chats with work. */
+  get chats(): number {
+    return this.#lanes.size
+  }
+
+  /** The jobs running in a slot now, oldest first. */
+  runningJobs(): RunningJob[] {
+    const running: RunningJob[] = []
+    for (const lane of this.#lanes.values()) {
+      if (lane.current?.inSlot) running.push({ job: lane.current.job, since: lane.current.since, inSlot: true })
+    }
+    return running.sort((a, b) => a.since - b.since)
+  }
+
+  get stopping(): boolean {
+    return this.#stopping
+  }
+
+  /**
+   * Stops starting brains, lets running ones finish for `graceMs`, then stops them with reason
+   * 'shutdown' and waits for their work to wind down. Queued jobs are left where they are: the
+   * inbox keeps them for the next start.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.#stopping = true
+    this.#slots.pause()
+    this.#slots.clear()
+    const idle = this.#slots.onPendingZero()
+    let timer: NodeJS.Timeout | undefined
+    const graceOver = new Promise<'grace over'>((resolve) => {
+      timer = setTimeout(() => resolve('grace over'), graceMs)
+    })
+    const first = await Promise.race([idle.then(() => 'idle' as const), graceOver])
+    clearTimeout(timer)
+    if (first === 'grace over') {
+      for (const lane of this.#lanes.values()) lane.current?.abort.abort('shutdown' satisfies StopReason)
+      await idle
+    }
+  }
+}

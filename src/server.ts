@@ -1,0 +1,124 @@
+import fs from 'node:fs'
+import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { ConfigError, type Config } from './config.js'
+import { buildApp } from './app.js'
+import { Coordinator } from './coordinator.js'
+import { EventLoopDelay } from './health.js'
+import { createLogger } from './log.js'
+import { Metrics } from './metrics.js'
+import { checkBrainCommand } from './brain/preflight.js'
+import { ChatLocks } from './dispatch/chat-lock.js'
+import { MemoryInbox } from './store/memory.js'
+import { SqliteInbox } from './store/sqlite.js'
+import type { Inbox } from './store/inbox.js'
+import { TelegramClient } from './telegram/client.js'
+
+/** A running service, for tests and the demo that start it in-process. */
+export interface Service {
+  readonly app: FastifyInstance
+  readonly coordinator: Coordinator
+  readonly url: string
+  /** Drains (see Coordinator.stop), closes the server and the inbox. */
+  stop(): Promise<void>
+}
+
+/**
+ * Wires the service together and starts listening. Throws BrainCommandError or ConfigError for a
+ * configuration that cannot work, before anything listens.
+ */
+export async function startService(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Service> {
+  const brainPath = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd).path
+  const inbox = openInbox(config)
+  const metrics = new Metrics()
+  const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics })
+  const locks = new ChatLocks(config.lockDir, logger)
+  const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger })
+  const loopDelay = new EventLoopDelay()
+  metrics.observe({
+    queued: () => coordinator.dispatcher.queued,
+    running: () => coordinator.dispatcher.running,
+    oldestQueuedAgeS: () => {
+      const oldest = inbox.stats().oldestQueuedAt
+      return oldest === null ? 0 : (Date.now() - oldest) / 1000
+    },
+  })
+  const app = await buildApp({
+    config,
+    coordinator,
+    inbox,
+    metrics,
+    loopDelay,
+    logger,
+    brainStartable: () => isExecutable(brainPath),
+  })
+
+  // Drains on close, whoever closes: a signal, a test, the demo.
+  app.addHook('preClose', async () => {
+    await coordinator.stop()
+  })
+  app.addHook('onClose', async () => {
+    loopDelay.close()
+    inbox.close()
+  })
+
+  const url = await app.listen({ host: config.host, port: config.port })
+  locks.usable // warn about an unusable LOCK_DIR at start, not at the first message
+  const recovered = coordinator.start()
+  logger.info(
+    { url, webhook_path: config.webhookPath, brains: config.maxConcurrentBrains, inbox: config.inbox, ...recovered },
+    'coordinator ready',
+  )
+  return { app, coordinator, url, stop: () => app.close() }
+}
+
+function openInbox(config: Config): Inbox {
+  if (config.inbox === 'memory') return new MemoryInbox()
+  try {
+    return new SqliteInbox(config.stateDir)
+  } catch (error) {
+    throw new ConfigError('STATE_DIR', `must be a writable directory for the inbox; opening it in ${config.stateDir} failed: ${(error as Error).message}`)
+  }
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Runs the service until SIGTERM or SIGINT, then shuts down gracefully: the webhook answers 503 so
+ * Telegram re-sends later, running brains get SHUTDOWN_GRACE_S to finish, queued messages stay in
+ * the inbox for the next start. Exits 0.
+ */
+export async function serve(config: Config): Promise<void> {
+  const logger = createLogger(config.logLevel)
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'))
+  const service = await startService(config, logger)
+  let stopping = false
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.warn({ signal }, 'already shutting down')
+      return
+    }
+    stopping = true
+    logger.info({ signal, grace_s: config.shutdownGraceMs / 1000 }, 'shutting down')
+    service.stop().then(
+      () => {
+        logger.info('stopped')
+        logger.flush()
+        process.exit(0)
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGTERM', shutdown)
+  process.on('SIGINT', shutdown)
+}

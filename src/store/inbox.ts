@@ -1,0 +1,111 @@
+/**
+ * The inbox: every accepted message and where it is in its life. The durable implementation
+ * (sqlite.ts) is the source of truth across restarts; the in-memory queues only schedule it.
+ */
+
+/** Where a message is in its life. `queued → running → done | failed | timed_out | cancelled`. */
+export type MessageState = 'queued' | 'running' | 'done' | 'failed' | 'timed_out' | 'cancelled'
+export const MESSAGE_STATES: readonly MessageState[] = ['queued', 'running', 'done', 'failed', 'timed_out', 'cancelled']
+export const FINISHED_STATES: readonly MessageState[] = ['done', 'failed', 'timed_out', 'cancelled']
+
+/**
+ * Whether the message's reply reached the chat. `pending` survives a crash, so a computed reply is
+ * sent after a restart instead of being recomputed.
+ */
+export type ReplyState = 'none' | 'pending' | 'sent' | 'failed'
+
+/** What intake hands to the inbox. */
+export interface NewMessage {
+  readonly updateId: number
+  readonly chatId: number
+  readonly messageId: number
+  /** The raw Update as JSON, passed on to the brain. */
+  readonly updateJson: string
+  readonly receivedAt: number
+}
+
+/** A message as the inbox keeps it. */
+export interface StoredMessage extends NewMessage {
+  /** Arrival sequence: the order of a chat's messages. */
+  readonly seq: number
+  readonly state: MessageState
+  readonly attempts: number
+  /** How many times a restart interrupted this message while its brain ran. */
+  readonly interruptions: number
+  readonly startedAt: number | null
+  readonly finishedAt: number | null
+  readonly exitCode: number | null
+  readonly exitSignal: string | null
+  readonly stderrTail: string | null
+  readonly reply: string | null
+  readonly replyState: ReplyState
+}
+
+/** What a finished message leaves behind. */
+export interface Outcome {
+  readonly state: Extract<MessageState, 'done' | 'failed' | 'timed_out' | 'cancelled'>
+  readonly exitCode: number | null
+  readonly exitSignal: string | null
+  readonly stderrTail: string
+  /** The text the chat gets (the brain's reply, or a short ⚠️ note); empty means no reply. */
+  readonly reply: string
+}
+
+export interface InboxStats {
+  readonly kind: 'sqlite' | 'memory'
+  readonly writable: boolean
+  readonly sizeBytes: number
+  readonly oldestQueuedAt: number | null
+  readonly lastWriteError: string | null
+}
+
+export interface ListFilter {
+  readonly chatId?: number
+  readonly state?: MessageState
+  readonly limit?: number
+}
+
+/** What a restart finds: work to schedule again, and replies computed but not yet sent. */
+export interface Recovery {
+  /** Unfinished messages in arrival order; the ones a restart interrupted are marked running. */
+  readonly unfinished: readonly StoredMessage[]
+  readonly undeliveredReplies: readonly StoredMessage[]
+}
+
+/** The inbox could not store an update; the webhook must answer 503 so Telegram re-sends it. */
+export class InboxWriteError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'InboxWriteError'
+  }
+}
+
+export interface Inbox {
+  /**
+   * Stores an accepted message before the webhook answers. Returns its arrival sequence, or
+   * 'duplicate' if the update_id is already in the inbox. Throws InboxWriteError if it can't write.
+   */
+  accept(message: NewMessage): number | 'duplicate'
+  /** Stores a message that needs no brain, with its reply pending (an unsupported kind of message). */
+  acceptAnswered(message: NewMessage, reply: string): number | 'duplicate'
+  get(seq: number): StoredMessage | undefined
+  /** Records the start of an attempt. */
+  markRunning(seq: number, attempt: number, at: number): void
+  finish(seq: number, outcome: Outcome, at: number): void
+  setReplyState(seq: number, state: ReplyState): void
+  /** Puts a chat's queued messages aside as cancelled; returns their sequence numbers. */
+  cancelQueued(chatId: number, at: number): number[]
+  /** Called once at start: marks interrupted messages, returns what to resume. */
+  recover(maxInterruptions: number, at: number): Recovery
+  /** Re-queues a failed, timed-out or cancelled message (the CLI's `inbox retry`). */
+  retry(seq: number): StoredMessage
+  /** Messages another process (`coordinator inbox retry`) put back in the queue since the last call. */
+  takeRequeued(): StoredMessage[]
+  list(filter: ListFilter): StoredMessage[]
+  /** Deletes finished messages older than the retention; returns how many. */
+  prune(olderThan: number): number
+  stats(): InboxStats
+  /** Tries a write; updates `stats().writable`. */
+  probeWritable(): boolean
+  close(): void
+}

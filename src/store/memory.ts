@@ -1,0 +1,149 @@
+import {
+  type Inbox,
+  type InboxStats,
+  type ListFilter,
+  type NewMessage,
+  type Outcome,
+  type Recovery,
+  type ReplyState,
+  type StoredMessage,
+} from './inbox.js'
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
+/**
+ * An inbox that keeps nothing across restarts (INBOX=memory): for measuring what durability costs,
+ * and for throwaway setups. Dedupe and every state transition behave as in the durable one.
+ */
+export class MemoryInbox implements Inbox {
+  #messages = new Map<number, Mutable<StoredMessage>>()
+  #seqByUpdate = new Map<number, number>()
+  #nextSeq = 1
+
+  accept(message: NewMessage): number | 'duplicate' {
+    return this.#insert(message, { state: 'queued', reply: null, replyState: 'none', finishedAt: null })
+  }
+
+  acceptAnswered(message: NewMessage, reply: string): number | 'duplicate' {
+    return this.#insert(message, { state: 'done', reply, replyState: 'pending', finishedAt: message.receivedAt })
+  }
+
+  get(seq: number): StoredMessage | undefined {
+    const message = this.#messages.get(seq)
+    return message && { ...message }
+  }
+
+  markRunning(seq: number, attempt: number, at: number): void {
+    const message = this.#require(seq)
+    message.state = 'running'
+    message.attempts = attempt
+    message.startedAt ??= at
+  }
+
+  finish(seq: number, outcome: Outcome, at: number): void {
+    Object.assign(this.#require(seq), {
+      state: outcome.state,
+      finishedAt: at,
+      exitCode: outcome.exitCode,
+      exitSignal: outcome.exitSignal,
+      stderrTail: outcome.stderrTail,
+      reply: outcome.reply,
+      replyState: outcome.reply === '' ? 'none' : 'pending',
+    })
+  }
+
+  setReplyState(seq: number, state: ReplyState): void {
+    this.#require(seq).replyState = state
+  }
+
+  cancelQueued(chatId: number, at: number): number[] {
+    const cancelled: number[] = []
+    for (const message of this.#messages.values()) {
+      if (message.chatId === chatId && message.state === 'queued') {
+        message.state = 'cancelled'
+        message.finishedAt = at
+        cancelled.push(message.seq)
+      }
+    }
+    return cancelled
+  }
+
+  recover(): Recovery {
+    return { unfinished: [], undeliveredReplies: [] }
+  }
+
+  retry(seq: number): StoredMessage {
+    throw new RangeError(`message ${seq} cannot be retried: the in-memory inbox is gone when the service stops`)
+  }
+
+  takeRequeued(): StoredMessage[] {
+    return []
+  }
+
+  list({ chatId, state, limit = 50 }: ListFilter): StoredMessage[] {
+    const matching = [...this.#messages.values()].filter(
+      (message) => (chatId === undefined || message.chatId === chatId) && (state === undefined || message.state === state),
+    )
+    return matching.slice(-limit).map((message) => ({ ...message }))
+  }
+
+  prune(olderThan: number): number {
+    let pruned = 0
+    for (const message of this.#messages.values()) {
+      const finished = message.state !== 'queued' && message.state !== 'running' && message.replyState !== 'pending'
+      if (finished && message.finishedAt !== null && message.finishedAt < olderThan) {
+        this.#messages.delete(message.seq)
+        this.#seqByUpdate.delete(message.updateId)
+        pruned++
+      }
+    }
+    return pruned
+  }
+
+  stats(): InboxStats {
+    let oldestQueuedAt: number | null = null
+    for (const message of this.#messages.values()) {
+      if (message.state === 'queued') {
+        oldestQueuedAt = message.receivedAt
+        break
+      }
+    }
+    return { kind: 'memory', writable: true, sizeBytes: 0, oldestQueuedAt, lastWriteError: null }
+  }
+
+  probeWritable(): boolean {
+    return true
+  }
+
+  close(): void {
+    this.#messages.clear()
+    this.#seqByUpdate.clear()
+  }
+
+  #insert(
+    message: NewMessage,
+    initial: Pick<StoredMessage, 'state' | 'reply' | 'replyState' | 'finishedAt'>,
+  ): number | 'duplicate' {
+    if (this.#seqByUpdate.has(message.updateId)) return 'duplicate'
+    const seq = this.#nextSeq++
+    this.#messages.set(seq, {
+      ...message,
+      ...initial,
+      seq,
+      attempts: 0,
+      interruptions: 0,
+      startedAt: null,
+      exitCode: null,
+      exitSignal: null,
+      stderrTail: null,
+    })
+    this.#seqByUpdate.set(message.updateId, seq)
+    return seq
+  }
+
+  #require(seq: number): Mutable<StoredMessage> {
+    const message = this.#messages.get(seq)
+    if (!message) throw new RangeError(`no message with id ${seq} in the inbox`)
+    return message
+  }
+}

@@ -1,0 +1,306 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import {
+  InboxWriteError,
+  type Inbox,
+  type InboxStats,
+  type ListFilter,
+  type MessageState,
+  type NewMessage,
+  type Outcome,
+  type Recovery,
+  type ReplyState,
+  type StoredMessage,
+} from './inbox.js'
+
+/** The inbox file inside STATE_DIR. */
+export const INBOX_FILE = 'inbox.sqlite'
+
+// A locked or full database must fail fast: the webhook's answer waits on this write.
+const BUSY_TIMEOUT_MS = 50
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS messages (
+  seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+  update_id       INTEGER NOT NULL UNIQUE,
+  chat_id         INTEGER NOT NULL,
+  message_id      INTEGER NOT NULL,
+  update_json     TEXT    NOT NULL,
+  state           TEXT    NOT NULL,
+  received_at     INTEGER NOT NULL,
+  started_at      INTEGER,
+  finished_at     INTEGER,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  interruptions   INTEGER NOT NULL DEFAULT 0,
+  exit_code       INTEGER,
+  exit_signal     TEXT,
+  stderr_tail     TEXT,
+  reply           TEXT,
+  reply_state     TEXT    NOT NULL DEFAULT 'none',
+  requeued        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_unfinished ON messages (state, seq) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS messages_reply_pending ON messages (seq) WHERE reply_state = 'pending';
+CREATE INDEX IF NOT EXISTS messages_finished_at ON messages (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, seq);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+`
+
+interface Row {
+  seq: number
+  update_id: number
+  chat_id: number
+  message_id: number
+  update_json: string
+  state: MessageState
+  received_at: number
+  started_at: number | null
+  finished_at: number | null
+  attempts: number
+  interruptions: number
+  exit_code: number | null
+  exit_signal: string | null
+  stderr_tail: string | null
+  reply: string | null
+  reply_state: ReplyState
+}
+
+function toMessage(row: Row): StoredMessage {
+  return {
+    seq: row.seq,
+    updateId: row.update_id,
+    chatId: row.chat_id,
+    messageId: row.message_id,
+    updateJson: row.update_json,
+    state: row.state,
+    receivedAt: row.received_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    attempts: row.attempts,
+    interruptions: row.interruptions,
+    exitCode: row.exit_code,
+    exitSignal: row.exit_signal,
+    stderrTail: row.stderr_tail,
+    reply: row.reply,
+    replyState: row.reply_state,
+  }
+}
+
+/**
+ * The durable inbox: SQLite in WAL mode through better-sqlite3. Writes are synchronous and take
+ * microseconds, so intake stores an update before answering the webhook without an async hop.
+ * synchronous=NORMAL survives any crash of the process (SIGKILL, OOM); only a power cut can lose the
+ * last transactions.
+ */
+export class SqliteInbox implements Inbox {
+  readonly file: string
+  #db: Database.Database
+  #writable = true
+  #lastWriteError: string | null = null
+  #insert: Database.Statement
+  #insertAnswered: Database.Statement
+  #get: Database.Statement
+  #statements = new Map<string, Database.Statement>()
+
+  constructor(stateDir: string) {
+    fs.mkdirSync(stateDir, { recursive: true })
+    this.file = path.join(stateDir, INBOX_FILE)
+    this.#db = new Database(this.file, { timeout: BUSY_TIMEOUT_MS })
+    this.#db.pragma('journal_mode = WAL')
+    this.#db.pragma('synchronous = NORMAL')
+    this.#db.exec(SCHEMA)
+    this.#insert = this.#db.prepare(
+      `INSERT OR IGNORE INTO messages (update_id, chat_id, message_id, update_json, state, received_at)
+       VALUES (?, ?, ?, ?, 'queued', ?)`,
+    )
+    this.#insertAnswered = this.#db.prepare(
+      `INSERT OR IGNORE INTO messages (update_id, chat_id, message_id, update_json, state, received_at, finished_at, reply, reply_state)
+       VALUES (?, ?, ?, ?, 'done', ?, ?, ?, 'pending')`,
+    )
+    this.#get = this.#db.prepare('SELECT * FROM messages WHERE seq = ?')
+  }
+
+  accept(message: NewMessage): number | 'duplicate' {
+    const result = this.#write(() =>
+      this.#insert.run(message.updateId, message.chatId, message.messageId, message.updateJson, message.receivedAt),
+    )
+    return result.changes === 0 ? 'duplicate' : Number(result.lastInsertRowid)
+  }
+
+  acceptAnswered(message: NewMessage, reply: string): number | 'duplicate' {
+    const { updateId, chatId, messageId, updateJson, receivedAt } = message
+    const result = this.#write(() =>
+      this.#insertAnswered.run(updateId, chatId, messageId, updateJson, receivedAt, receivedAt, reply),
+    )
+    return result.changes === 0 ? 'duplicate' : Number(result.lastInsertRowid)
+  }
+
+  get(seq: number): StoredMessage | undefined {
+    const row = this.#get.get(seq) as Row | undefined
+    return row && toMessage(row)
+  }
+
+  markRunning(seq: number, attempt: number, at: number): void {
+    this.#write(() =>
+      this.#stmt(`UPDATE messages SET state = 'running', attempts = ?, started_at = COALESCE(started_at, ?) WHERE seq = ?`)
+        .run(attempt, at, seq),
+    )
+  }
+
+  finish(seq: number, outcome: Outcome, at: number): void {
+    this.#write(() =>
+      this.#stmt(
+          `UPDATE messages SET state = ?, finished_at = ?, exit_code = ?, exit_signal = ?, stderr_tail = ?,
+             reply = ?, reply_state = ? WHERE seq = ?`,
+        )
+        .run(
+          outcome.state,
+          at,
+          outcome.exitCode,
+          outcome.exitSignal,
+          outcome.stderrTail,
+          outcome.reply,
+          outcome.reply === '' ? 'none' : 'pending',
+          seq,
+        ),
+    )
+  }
+
+  setReplyState(seq: number, state: ReplyState): void {
+    this.#write(() => this.#stmt('UPDATE messages SET reply_state = ? WHERE seq = ?').run(state, seq))
+  }
+
+  cancelQueued(chatId: number, at: number): number[] {
+    return this.#write(() =>
+      this.#stmt(
+          `UPDATE messages SET state = 'cancelled', finished_at = ?, requeued = 0
+           WHERE chat_id = ? AND state = 'queued' RETURNING seq`,
+        )
+        .pluck()
+        .all(at, chatId) as number[],
+    )
+  }
+
+  recover(maxInterruptions: number, at: number): Recovery {
+    const run = this.#db.transaction(() => {
+      this.#stmt(`UPDATE messages SET interruptions = interruptions + 1 WHERE state = 'running'`).run()
+      this.#stmt(
+        `UPDATE messages SET state = 'failed', finished_at = ?, reply_state = 'pending',
+           reply = '⚠️ The service restarted ' || interruptions || ' times while this message ran; it is not run again.'
+         WHERE state = 'running' AND interruptions > ?`,
+      ).run(at, maxInterruptions)
+      this.#stmt('UPDATE messages SET requeued = 0 WHERE requeued = 1').run()
+      const unfinished = this.#stmt(`SELECT * FROM messages WHERE state IN ('queued', 'running') ORDER BY seq`).all() as Row[]
+      const undelivered = this.#stmt(`SELECT * FROM messages WHERE reply_state = 'pending' ORDER BY seq`).all() as Row[]
+      return { unfinished: unfinished.map(toMessage), undeliveredReplies: undelivered.map(toMessage) }
+    })
+    return this.#write(() => run())
+  }
+
+  retry(seq: number): StoredMessage {
+    const message = this.get(seq)
+    if (!message) throw new RangeError(`no message with id ${seq} in the inbox`)
+    if (message.state !== 'failed' && message.state !== 'timed_out' && message.state !== 'cancelled') {
+      throw new RangeError(`message ${seq} is ${message.state}; only failed, timed_out or cancelled messages can be retried`)
+    }
+    this.#write(() =>
+      this.#stmt(
+          `UPDATE messages SET state = 'queued', requeued = 1, attempts = 0, interruptions = 0, started_at = NULL,
+             finished_at = NULL, exit_code = NULL, exit_signal = NULL, stderr_tail = NULL, reply = NULL,
+             reply_state = 'none' WHERE seq = ?`,
+        )
+        .run(seq),
+    )
+    return this.get(seq) as StoredMessage
+  }
+
+  takeRequeued(): StoredMessage[] {
+    const rows = this.#write(() =>
+      this.#stmt(`UPDATE messages SET requeued = 0 WHERE requeued = 1 AND state = 'queued' RETURNING *`).all(),
+    ) as Row[]
+    return rows.map(toMessage).sort((a, b) => a.seq - b.seq)
+  }
+
+  list({ chatId, state, limit = 50 }: ListFilter): StoredMessage[] {
+    const where: string[] = []
+    const params: (number | string)[] = []
+    if (chatId !== undefined) {
+      where.push('chat_id = ?')
+      params.push(chatId)
+    }
+    if (state !== undefined) {
+      where.push('state = ?')
+      params.push(state)
+    }
+    const sql = `SELECT * FROM messages ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`
+    const rows = this.#stmt(sql).all(...params, limit) as Row[]
+    return rows.map(toMessage).reverse()
+  }
+
+  prune(olderThan: number): number {
+    return this.#write(
+      () =>
+        this.#stmt(`DELETE FROM messages WHERE finished_at < ? AND state NOT IN ('queued', 'running') AND reply_state != 'pending'`)
+          .run(olderThan).changes,
+    )
+  }
+
+  stats(): InboxStats {
+    // Arrival order is seq order, so the oldest queued message is the first one on the index.
+    const oldest = this.#stmt(`SELECT received_at FROM messages WHERE state = 'queued' ORDER BY seq LIMIT 1`)
+      .pluck()
+      .get() as number | undefined
+    return {
+      kind: 'sqlite',
+      writable: this.#writable,
+      sizeBytes: fileSize(this.file) + fileSize(`${this.file}-wal`),
+      oldestQueuedAt: oldest ?? null,
+      lastWriteError: this.#lastWriteError,
+    }
+  }
+
+  probeWritable(): boolean {
+    try {
+      this.#write(() => this.#stmt('INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)').run(Date.now()))
+    } catch {
+      // #write recorded the failure
+    }
+    return this.#writable
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close()
+  }
+
+  #stmt(sql: string): Database.Statement {
+    let statement = this.#statements.get(sql)
+    if (!statement) {
+      statement = this.#db.prepare(sql)
+      this.#statements.set(sql, statement)
+    }
+    return statement
+  }
+
+  #write<T>(operation: () => T): T {
+    try {
+      const result = operation()
+      this.#writable = true
+      this.#lastWriteError = null
+      return result
+    } catch (error) {
+      if (error instanceof RangeError) throw error
+      this.#writable = false
+      this.#lastWriteError = (error as Error).message
+      throw new InboxWriteError(`the inbox could not be written: ${(error as Error).message}`, { cause: error })
+    }
+  }
+}
+
+function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size
+  } catch {
+    return 0
+  }
+}
