@@ -1,0 +1,147 @@
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { CLI, SECRET, TOKEN, eventually, readBrainLog, startStack, tempDir } from './helpers/service.js'
+
+const run = promisify(execFile)
+const CHAT = 5550001
+
+const replies = (calls: readonly { method: string; ok: boolean; params: Record<string, unknown> }[]): string[] =>
+  calls.filter((call) => call.method === 'sendMessage' && call.ok).map((call) => String(call.params['text']))
+
+function processState(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
+  } catch {
+    return undefined
+  }
+}
+
+function zombieChildrenOf(pid: number): number[] {
+  const zombies: number[] = []
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/u.test(entry)) continue
+    try {
+      const status = fs.readFileSync(`/proc/${entry}/status`, 'utf8')
+      if (/^PPid:\s+(\d+)$/mu.exec(status)?.[1] === String(pid) && /^State:\s+Z/mu.test(status)) zombies.push(Number(entry))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return zombies
+}
+
+t.test('a hung brain with a grandchild is killed at its budget; the user is told; nothing is left', async (t) => {
+  const stack = await startStack({ env: { BRAIN_TIMEOUT_S: '2', MESSAGE_BUDGET_S: '3', KILL_GRACE_S: '1' } })
+  t.teardown(() => stack.close())
+  const started = Date.now()
+  stack.emu.sendText({ chatId: CHAT, text: 'grandchild ignore-term hang' })
+  const notice = await stack.emu.waitFor((call) => call.method === 'sendMessage', { timeoutMs: 15_000 })
+  const elapsed = Date.now() - started
+  t.match(String(notice.params['text']), /^⚠️ timed out after 2 s/u)
+  t.ok(elapsed >= 2000 && elapsed < 8000, `told after ${elapsed} ms (limit 2 s + 1 s grace)`)
+  const grandchild = readBrainLog(stack.brainLog).find((event) => event['ev'] === 'grandchild')?.['grandchild_pid'] as number
+  t.ok(grandchild > 0, 'the brain started a grandchild')
+  const state = await eventually(() => {
+    const current = processState(grandchild)
+    return current === undefined || current === 'Z' ? (current ?? 'gone') : undefined
+  }, 5000, 'the grandchild to die')
+  t.ok(state === 'gone' || state === 'Z', `the grandchild is not running (${state}; a zombie of PID 1 where init does not reap)`)
+  t.same(zombieChildrenOf(stack.svc.proc.pid!), [], 'no zombie children of the service')
+  const reaped = await stack.svc.waitForLog((line) => line.msg === 'child reaped')
+  t.match(reaped, { outcome: 'timed_out', update_id: Number, chat_id: CHAT })
+  t.equal(readBrainLog(stack.brainLog).filter((event) => event['ev'] === 'start').length, 1, 'a timeout is not retried')
+})
+
+t.test('exit 75 is retried within the budget; other exits are not', async (t) => {
+  const stack = await startStack({ env: { MESSAGE_BUDGET_S: '20' } })
+  t.teardown(() => stack.close())
+  const retried = stack.emu.sendText({ chatId: CHAT, text: 'tempfail=2' })
+  await eventually(() => replies(stack.emu.calls).some((text) => text.startsWith(`reply ${retried.update_id}`)), 20_000, 'the retried reply')
+  const attempts = readBrainLog(stack.brainLog).filter((event) => event['update_id'] === retried.update_id && event['ev'] === 'start')
+  t.same(attempts.map((event) => event['attempt']), [1, 2, 3], 'three attempts, counted in the envelope')
+
+  const failing = stack.emu.sendText({ chatId: CHAT, text: 'exit=3 stderr=disk-on-fire' })
+  await eventually(() => replies(stack.emu.calls).some((text) => text.startsWith('⚠️ brain exited 3')), 10_000, 'the failure notice')
+  t.ok(replies(stack.emu.calls).includes('⚠️ brain exited 3: disk-on-fire'))
+  t.equal(readBrainLog(stack.brainLog).filter((event) => event['update_id'] === failing.update_id && event['ev'] === 'start').length, 1)
+})
+
+t.test('the brain sees none of the secrets, and a 200 KiB message arrives intact', async (t) => {
+  const stack = await startStack({ env: { BRAIN_ENV_ALLOW: 'BRAIN_LOG,TELEGRAM_BOT_TOKEN,NOTIFY_SOCKET', NOTIFY_SOCKET: '/run/notify' } })
+  t.teardown(() => stack.close())
+  stack.emu.sendText({ chatId: CHAT, text: 'env' })
+  const envReply = await stack.emu.waitFor((call) => call.method === 'sendMessage', { timeoutMs: 10_000 })
+  const env = JSON.parse(String(envReply.params['text'])) as Record<string, string>
+  t.notOk('TELEGRAM_BOT_TOKEN' in env, 'no bot token')
+  t.notOk('TELEGRAM_WEBHOOK_SECRET' in env, 'no webhook secret')
+  t.notOk('NOTIFY_SOCKET' in env, 'no NOTIFY_SOCKET')
+  t.notOk(Object.values(env).some((value) => value.includes(TOKEN) || value.includes(SECRET)), 'no value leaks them')
+  t.match(env, { COORDINATOR_CHAT_ID: String(CHAT), COORDINATOR_ATTEMPT: '1', COORDINATOR_UPDATE_ID: String, COORDINATOR_DEADLINE_MS: String })
+
+  // Telegram caps text at 4096 characters, but a brain must not depend on that: the envelope goes through stdin.
+  const big = 'len ' + 'ü'.repeat(100 * 1024)
+  const update = { update_id: 4242, message: { message_id: 9, date: 1, chat: { id: CHAT, type: 'private' }, text: big } }
+  const response = await fetch(`${stack.svc.url}/telegram/webhook`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-telegram-bot-api-secret-token': SECRET },
+    body: JSON.stringify(update),
+  })
+  t.equal(response.status, 200)
+  const { createHash } = await import('node:crypto')
+  const expected = `len=${big.length} sha256=${createHash('sha256').update(big).digest('hex')}`
+  await eventually(() => replies(stack.emu.calls).includes(expected), 10_000, 'the length and hash reply')
+  t.pass('the brain read all of a 200 KiB message')
+})
+
+t.test('start-up refuses what cannot work, with exit 2 and one line naming the variable', async (t) => {
+  const dir = tempDir()
+  const noShebang = path.join(dir, 'brain.sh')
+  fs.writeFileSync(noShebang, 'echo hi\n', { mode: 0o755 })
+  const base = {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    TELEGRAM_BOT_TOKEN: TOKEN,
+    TELEGRAM_WEBHOOK_SECRET: SECRET,
+    ALLOWED_CHAT_IDS: '1',
+    BRAIN_COMMAND: '/bin/cat',
+    STATE_DIR: dir,
+    PORT: '0',
+  }
+  const cases: [Record<string, string | undefined>, RegExp][] = [
+    [{ BRAIN_COMMAND: noShebang }, /^coordinator: BRAIN_COMMAND: .*without a #! line/u],
+    [{ BRAIN_COMMAND: 'no-such-brain-anywhere' }, /^coordinator: BRAIN_COMMAND: .*not found/u],
+    [{ BRAIN_COMMAND: '"unclosed' }, /^coordinator: BRAIN_COMMAND has an unclosed double quote/u],
+    [{ TELEGRAM_BOT_TOKEN: undefined }, /^coordinator: TELEGRAM_BOT_TOKEN is required/u],
+    [{ TELEGRAM_WEBHOOK_SECRET: 'has spaces' }, /^coordinator: TELEGRAM_WEBHOOK_SECRET must be 1–256 characters/u],
+    [{ TELEGRAM_WEBHOOK_SECRET: 'x'.repeat(300) }, /^coordinator: TELEGRAM_WEBHOOK_SECRET .*got 300 characters/u],
+    [{ ALLOWED_CHAT_IDS: undefined }, /^coordinator: ALLOWED_CHAT_IDS is required/u],
+    [{ ALLOWED_CHAT_IDS: '12,abc' }, /^coordinator: ALLOWED_CHAT_IDS .*got "abc"/u],
+    [{ PORT: '70000' }, /^coordinator: PORT must be a whole number/u],
+    [{ MAX_CONCURRENT_BRAINS: '0' }, /^coordinator: MAX_CONCURRENT_BRAINS/u],
+    [{ BRAIN_TIMEOUT_S: 'soon' }, /^coordinator: BRAIN_TIMEOUT_S must be a number of seconds/u],
+    [{ MESSAGE_BUDGET_S: '-1' }, /^coordinator: MESSAGE_BUDGET_S/u],
+    [{ KILL_GRACE_S: '1e3' }, /^coordinator: KILL_GRACE_S/u],
+    [{ SHUTDOWN_GRACE_S: '' + 'x' }, /^coordinator: SHUTDOWN_GRACE_S/u],
+    [{ ACK_EMOJI: '🦖' }, /^coordinator: ACK_EMOJI must be an emoji Telegram allows/u],
+    [{ LOG_LEVEL: 'loud' }, /^coordinator: LOG_LEVEL must be one of/u],
+    [{ TELEGRAM_API_ROOT: 'ftp://x' }, /^coordinator: TELEGRAM_API_ROOT must be an http\(s\) URL/u],
+    [{ WEBHOOK_PATH: 'no-slash' }, /^coordinator: WEBHOOK_PATH must be a URL path/u],
+    [{ BRAIN_ENV_ALLOW: 'GOOD,bad-name' }, /^coordinator: BRAIN_ENV_ALLOW .*"bad-name"/u],
+    [{ ALLOW_ALL_CHATS: 'yes' }, /^coordinator: ALLOW_ALL_CHATS must be 1/u],
+  ]
+  for (const [overrides, expected] of cases) {
+    const env: Record<string, string> = {}
+    for (const [key, value] of Object.entries({ ...base, ...overrides })) if (value !== undefined) env[key] = value
+    const result = await run(process.execPath, [CLI, 'serve'], { env, timeout: 10_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
+    )
+    const name = Object.keys(overrides)[0]
+    t.equal(result.code, 2, `${name}: exit 2`)
+    t.equal(result.stderr.trim().split('\n').length, 1, `${name}: one line`)
+    t.match(result.stderr, expected, `${name}: ${result.stderr.trim()}`)
+  }
+})

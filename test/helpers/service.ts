@@ -1,0 +1,186 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Api } from 'grammy'
+import { startEmulator, type BotApiEmulator } from '../../src/emulator/index.js'
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export const CLI = path.join(ROOT, 'dist/cli.js')
+export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
+export const TOKEN = '123456:TEST-token'
+export const SECRET = 'test-secret_0123'
+
+export interface LogLine {
+  level: number
+  msg: string
+  [key: string]: unknown
+}
+
+/** The real service, run as `node dist/cli.js serve` in a child process. */
+export class ServiceProcess {
+  readonly proc: ChildProcess
+  readonly logs: LogLine[] = []
+  readonly stderr: string[] = []
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  url = ''
+  #waiters: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = []
+
+  constructor(env: Record<string, string>) {
+    this.proc = spawn(process.execPath, [CLI, 'serve'], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let buffered = ''
+    this.proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      buffered += chunk
+      const lines = buffered.split('\n')
+      buffered = lines.pop() ?? ''
+      for (const text of lines) this.#onLine(text)
+    })
+    this.proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => this.stderr.push(chunk))
+    this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve({ code, signal })))
+  }
+
+  #onLine(text: string): void {
+    if (!text.trim()) return
+    let line: LogLine
+    try {
+      line = JSON.parse(text) as LogLine
+    } catch {
+      line = { level: 30, msg: text }
+    }
+    this.logs.push(line)
+    this.#waiters = this.#waiters.filter((waiter) => {
+      if (!waiter.match(line)) return true
+      waiter.resolve(line)
+      return false
+    })
+  }
+
+  /** Resolves with the first log line (past or future) that matches. */
+  waitForLog(match: (line: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
+    const seen = this.logs.find(match)
+    if (seen) return Promise.resolve(seen)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`no matching log line within ${timeoutMs} ms; last lines:\n${this.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\n${this.stderr.join('')}`))
+      }, timeoutMs)
+      this.#waiters.push({
+        match,
+        resolve: (line) => {
+          clearTimeout(timer)
+          resolve(line)
+        },
+      })
+    })
+  }
+
+  async ready(): Promise<void> {
+    const line = await Promise.race([
+      this.waitForLog((l) => l.msg === 'coordinator ready', 20_000),
+      this.exited.then(({ code }) => {
+        throw new Error(`service exited with ${code} before it was ready: ${this.stderr.join('')}`)
+      }),
+    ])
+    this.url = line['url'] as string
+  }
+
+  /** Sends a signal and waits for the exit. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal)
+    return this.exited
+  }
+}
+
+export interface StackOptions {
+  /** Extra service environment (overrides the defaults). */
+  env?: Record<string, string>
+  /** Reuse a state directory (for restarts). */
+  stateDir?: string
+  emulator?: BotApiEmulator
+}
+
+/** The emulator, a state directory, and the service process registered as the emulator's webhook. */
+export interface Stack {
+  emu: BotApiEmulator
+  svc: ServiceProcess
+  stateDir: string
+  brainLog: string
+  env: Record<string, string>
+  /** Restarts the service on the same state (after it stopped or was killed). */
+  restart(extraEnv?: Record<string, string>): Promise<ServiceProcess>
+  close(): Promise<void>
+}
+
+export function tempDir(prefix = 'coordinator-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+}
+
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const emu = options.emulator ?? (await startEmulator({ token: TOKEN, deliveryRetryMs: 200 }))
+  const stateDir = options.stateDir ?? tempDir()
+  const brainLog = path.join(stateDir, 'brain.log')
+  const env: Record<string, string> = {
+    TELEGRAM_BOT_TOKEN: TOKEN,
+    TELEGRAM_WEBHOOK_SECRET: SECRET,
+    TELEGRAM_API_ROOT: emu.url,
+    ALLOW_ALL_CHATS: '1',
+    BRAIN_COMMAND: TEST_BRAIN,
+    BRAIN_ENV_ALLOW: 'BRAIN_LOG',
+    BRAIN_LOG: brainLog,
+    STATE_DIR: stateDir,
+    LOCK_DIR: path.join(stateDir, 'locks'),
+    PORT: '0',
+    LOG_LEVEL: 'debug',
+    KILL_GRACE_S: '1',
+    SHUTDOWN_GRACE_S: '5',
+    ...options.env,
+  }
+  const launch = async (extraEnv: Record<string, string> = {}): Promise<ServiceProcess> => {
+    const svc = new ServiceProcess({ ...env, ...extraEnv })
+    await svc.ready()
+    await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(`${svc.url}/telegram/webhook`, { secret_token: SECRET })
+    return svc
+  }
+  const stack: Stack = {
+    emu,
+    svc: await launch(),
+    stateDir,
+    brainLog,
+    env,
+    async restart(extraEnv) {
+      stack.svc = await launch(extraEnv)
+      return stack.svc
+    },
+    async close() {
+      await stack.svc.stop('SIGKILL')
+      if (!options.emulator) await emu.close()
+    },
+  }
+  return stack
+}
+
+/** The brain log's JSON lines. */
+export function readBrainLog(file: string): Record<string, unknown>[] {
+  if (!fs.existsSync(file)) return []
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+}
+
+export const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Polls until `check` returns a value other than undefined/false. */
+export async function eventually<T>(check: () => T | undefined | false, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const value = check()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await delay(25)
+  }
+}
