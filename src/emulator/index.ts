@@ -1,0 +1,19 @@
+export { BotApiEmulator, startEmulator, DEFAULT_DELIVERY_RETRY_MS, DEFAULT_DELIVERY_TIMEOUT_MS } from './emulator.js'
+export type { EmulatorOptions, ListenOptions, RecordedCall } from './emulator.js'
+export type {
+  DocumentMessageOptions,
+  IncomingMessageOptions,
+  MediaMessageOptions,
+  PhotoMessageOptions,
+  TextMessageOptions,
+  VoiceMessageOptions,
+} from './builders.js'
+export type { ChatSettings } from './chats.js'
+export type { DeliveryAttempt } from './delivery.js'
+export type { Fault, FaultOptions } from './faults.js'
+export { MAX_DOWNLOAD_SIZE, type EmulatedFile } from './files.js'
+export { parseTelegramHtml, EntityParseError, type FormattedText } from './html-entities.js'
+export { MAX_MESSAGE_TEXT_LENGTH } from './message-text.js'
+export { DEFAULT_MAX_CONNECTIONS } from './methods.js'
+export type { WaitOptions } from './recorder.js'
+export type { NewUpdate } from './updates.js'

@@ -1,0 +1,265 @@
+import type { InlineKeyboardMarkup, Message, Update, UserFromGetMe } from 'grammy/types'
+import { toReaction } from '../telegram/reactions.js'
+import { CHAT_NOT_FOUND, REACTION_INVALID, badRequest } from './api-error.js'
+import type { ChatDirectory, KnownChat } from './chats.js'
+import { MAX_DOWNLOAD_SIZE, type FileStore } from './files.js'
+import { readMessageText } from './message-text.js'
+import {
+  isRecord,
+  optionalBoolean,
+  optionalInteger,
+  optionalJson,
+  optionalString,
+  requiredChatId,
+  requiredInteger,
+  type Params,
+} from './params.js'
+import { MAX_UPDATES_PER_POLL, type UpdateFeed } from './updates.js'
+
+/** What a method may touch: the emulated bot and Telegram's state as the bot sees it. */
+export interface MethodContext {
+  readonly bot: UserFromGetMe
+  readonly chats: ChatDirectory
+  readonly files: FileStore
+  readonly feed: UpdateFeed
+}
+
+/** A successful answer: `result`, and the `description` Telegram adds to a few (setWebhook, …). */
+export interface MethodAnswer {
+  readonly result: unknown
+  readonly description?: string
+}
+
+/** `signal` aborts when the client hangs up, so a held getUpdates can let go. */
+type MethodHandler = (params: Params, context: MethodContext, signal: AbortSignal) => MethodAnswer | Promise<MethodAnswer>
+
+/** A Bot API method the emulator implements, under its canonical (camelCase) name. */
+export interface BotApiMethod {
+  readonly name: string
+  readonly handler: MethodHandler
+}
+
+/** setWebhook's max_connections when not given, and the range Telegram keeps it in. */
+export const DEFAULT_MAX_CONNECTIONS = 40
+const MAX_CONNECTIONS_RANGE = { min: 1, max: 100 } as const
+const SECRET_TOKEN_PATTERN = /^[A-Za-z0-9_-]{1,256}$/u
+const NOT_MODIFIED =
+  'message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message'
+
+/** The actions sendChatAction accepts. */
+export const CHAT_ACTIONS: ReadonlySet<string> = new Set([
+  'typing',
+  'upload_photo',
+  'record_video',
+  'upload_video',
+  'record_voice',
+  'upload_voice',
+  'upload_document',
+  'choose_sticker',
+  'find_location',
+  'record_video_note',
+  'upload_video_note',
+])
+
+const HANDLERS: Record<string, MethodHandler> = {
+  getMe: (_params, { bot }) => ({ result: bot }),
+
+  setWebhook: (params, { feed }) => {
+    const url = optionalString(params, 'url') ?? ''
+    if (url === '') return deleteWebhook(feed, false)
+    if (!isHttpUrl(url)) throw badRequest('bad webhook: An HTTP(S) URL must be provided for webhook')
+    const secretToken = optionalString(params, 'secret_token')
+    if (secretToken !== undefined && !SECRET_TOKEN_PATTERN.test(secretToken)) {
+      throw badRequest('bad webhook: secret token contains unallowed characters')
+    }
+    const requested = optionalInteger(params, 'max_connections') ?? DEFAULT_MAX_CONNECTIONS
+    const maxConnections = Math.min(Math.max(requested, MAX_CONNECTIONS_RANGE.min), MAX_CONNECTIONS_RANGE.max)
+    const before = feed.webhookInfo()
+    feed.setWebhook({
+      url,
+      secretToken,
+      maxConnections,
+      allowedUpdates: readAllowedUpdates(params),
+      dropPendingUpdates: optionalBoolean(params, 'drop_pending_updates') ?? false,
+    })
+    const description = before.url === url ? 'Webhook is already set' : 'Webhook was set'
+    return { result: true, description }
+  },
+
+  deleteWebhook: (params, { feed }) => deleteWebhook(feed, optionalBoolean(params, 'drop_pending_updates') ?? false),
+
+  getWebhookInfo: (_params, { feed }) => ({ result: feed.webhookInfo() }),
+
+  getUpdates: async (params, { feed }, signal) => {
+    const limit = optionalInteger(params, 'limit') ?? MAX_UPDATES_PER_POLL
+    const updates: Update[] = await feed.poll(
+      {
+        offset: optionalInteger(params, 'offset'),
+        limit: Math.min(Math.max(limit, 1), MAX_UPDATES_PER_POLL),
+        timeoutS: Math.max(optionalInteger(params, 'timeout') ?? 0, 0),
+        allowedUpdates: readAllowedUpdates(params),
+      },
+      signal,
+    )
+    return { result: updates }
+  },
+
+  sendMessage: (params, { bot, chats }) => {
+    const known = findChat(params, chats)
+    const { text, entities } = readMessageText(params)
+    const replyTo = readReplyTarget(params, known)
+    const threadId = optionalInteger(params, 'message_thread_id')
+    const markup = readInlineKeyboard(params)
+    const message: Message = {
+      message_id: chats.nextMessageId(known),
+      from: bot,
+      chat: known.chat,
+      date: unixNow(),
+      ...(threadId === undefined ? {} : { message_thread_id: threadId, is_topic_message: true }),
+      ...(replyTo === undefined ? {} : { reply_to_message: { ...replyTo, reply_to_message: undefined } }),
+      text,
+      ...(entities.length === 0 ? {} : { entities }),
+      ...(markup === undefined ? {} : { reply_markup: markup }),
+    }
+    known.messages.set(message.message_id, message)
+    return { result: message }
+  },
+
+  editMessageText: (params, { bot, chats }) => {
+    if (params['inline_message_id'] !== undefined) {
+      throw badRequest('inline messages are not emulated; edit by chat_id and message_id')
+    }
+    const known = findChat(params, chats)
+    const messageId = requiredInteger(params, 'message_id', 'message identifier is not specified')
+    const message = known.messages.get(messageId)
+    if (message === undefined) throw badRequest('message to edit not found')
+    if (message.from?.id !== bot.id) throw badRequest("message can't be edited")
+    if (message.text === undefined) throw badRequest('there is no text in the message to edit')
+    const { text, entities } = readMessageText(params)
+    const markup = readInlineKeyboard(params)
+    const unchanged =
+      text === message.text &&
+      JSON.stringify(entities) === JSON.stringify(message.entities ?? []) &&
+      JSON.stringify(markup) === JSON.stringify(message.reply_markup)
+    if (unchanged) throw badRequest(NOT_MODIFIED)
+    const edited: Message = { ...message, text, edit_date: unixNow() }
+    delete edited.entities
+    delete edited.reply_markup
+    if (entities.length > 0) edited.entities = entities
+    if (markup !== undefined) edited.reply_markup = markup
+    known.messages.set(messageId, edited)
+    return { result: edited }
+  },
+
+  deleteMessage: (params, { chats }) => {
+    const known = findChat(params, chats)
+    const messageId = requiredInteger(params, 'message_id', 'message identifier is not specified')
+    if (!known.messages.delete(messageId)) throw badRequest('message to delete not found')
+    return { result: true }
+  },
+
+  sendChatAction: (params, { chats }) => {
+    findChat(params, chats)
+    const action = optionalString(params, 'action')
+    if (action === undefined || action === '') throw badRequest('action is empty')
+    if (!CHAT_ACTIONS.has(action)) throw badRequest('wrong parameter action in request')
+    return { result: true }
+  },
+
+  setMessageReaction: (params, { chats }) => {
+    const known = findChat(params, chats)
+    const messageId = requiredInteger(params, 'message_id', 'message to react not found')
+    if (!known.messages.has(messageId)) throw badRequest('message to react not found')
+    const reactions = optionalJson(params, 'reaction') ?? []
+    if (!Array.isArray(reactions)) throw badRequest("can't parse reaction JSON object")
+    for (const reaction of reactions) {
+      const emoji = isRecord(reaction) && reaction['type'] === 'emoji' ? reaction['emoji'] : undefined
+      const allowed =
+        typeof emoji === 'string' && toReaction(emoji) === emoji && (known.allowedReactions?.has(emoji) ?? true)
+      if (!allowed) throw REACTION_INVALID()
+    }
+    if (reactions.length > 1) throw badRequest('REACTIONS_TOO_MANY')
+    return { result: true }
+  },
+
+  getFile: (params, { files }) => {
+    const fileId = optionalString(params, 'file_id') ?? ''
+    if (fileId === '') throw badRequest('file_id is empty')
+    const info = files.info(fileId)
+    if (info === undefined) throw badRequest('wrong file_id or the file is temporarily unavailable')
+    if (info.file_size > MAX_DOWNLOAD_SIZE) throw badRequest('file is too big')
+    return { result: { ...info } }
+  },
+}
+
+const METHODS_BY_KEY: ReadonlyMap<string, BotApiMethod> = new Map(
+  Object.entries(HANDLERS).map(([name, handler]) => [name.toLowerCase(), { name, handler }]),
+)
+
+/** Looks a method up as Telegram does: method names are case-insensitive. */
+export function findMethod(name: string): BotApiMethod | undefined {
+  return METHODS_BY_KEY.get(name.toLowerCase())
+}
+
+function deleteWebhook(feed: UpdateFeed, dropPendingUpdates: boolean): MethodAnswer {
+  const wasSet = feed.deleteWebhook(dropPendingUpdates)
+  return { result: true, description: wasSet ? 'Webhook was deleted' : 'Webhook is already deleted' }
+}
+
+function findChat(params: Params, chats: ChatDirectory): KnownChat {
+  const known = chats.find(requiredChatId(params))
+  if (known === undefined) throw CHAT_NOT_FOUND()
+  return known
+}
+
+function readAllowedUpdates(params: Params): string[] | undefined {
+  const value = optionalJson(params, 'allowed_updates')
+  if (value === undefined) return undefined
+  if (!Array.isArray(value) || !value.every((kind) => typeof kind === 'string')) {
+    throw badRequest("can't parse allowed_updates JSON object")
+  }
+  return value as string[]
+}
+
+// reply_parameters, or the older reply_to_message_id + allow_sending_without_reply.
+function readReplyTarget(params: Params, known: KnownChat): Message | undefined {
+  const replyParameters = optionalJson(params, 'reply_parameters', 'reply parameters')
+  let messageId: number | undefined
+  let allowWithoutReply: boolean | undefined
+  if (replyParameters !== undefined) {
+    if (!isRecord(replyParameters)) throw badRequest("can't parse reply parameters JSON object")
+    messageId = optionalInteger(replyParameters, 'message_id')
+    allowWithoutReply = optionalBoolean(replyParameters, 'allow_sending_without_reply')
+  } else {
+    messageId = optionalInteger(params, 'reply_to_message_id')
+    allowWithoutReply = optionalBoolean(params, 'allow_sending_without_reply')
+  }
+  if (messageId === undefined) return undefined
+  const target = known.messages.get(messageId)
+  if (target === undefined && !allowWithoutReply) throw badRequest('message to be replied not found')
+  return target
+}
+
+// Messages carry only inline keyboards back; other markup (reply keyboards) is not echoed.
+function readInlineKeyboard(params: Params): InlineKeyboardMarkup | undefined {
+  const markup = optionalJson(params, 'reply_markup', 'reply markup')
+  if (markup === undefined) return undefined
+  if (!isRecord(markup)) throw badRequest("can't parse reply keyboard markup JSON object")
+  return Array.isArray(markup['inline_keyboard']) ? (markup as unknown as InlineKeyboardMarkup) : undefined
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value)
+    return url.protocol === 'http:' || url.protocol === 'https:'
+  } catch {
+    return false
+  }
+}
+
+/** Telegram's clock: whole seconds since the epoch. */
+export function unixNow(): number {
+  return Math.floor(Date.now() / 1000)
+}
+
+
