@@ -12,6 +12,8 @@ import type { TelegramClient } from './telegram/client.js'
 const MAX_INTERRUPTIONS = 3
 const MAINTENANCE_EVERY_MS = 2000
 const PRUNE_EVERY_MS = 10 * 60_000
+// After the shutdown grace, how long stopped brains and replies in flight get to wind down.
+const AFTER_KILL_MS = 3000
 
 /** How the webhook should answer, and why. */
 export interface Receipt {
@@ -150,7 +152,8 @@ export class Coordinator {
   async stop(): Promise<void> {
     this.#draining = true
     for (const timer of this.#timers) clearInterval(timer)
-    await this.dispatcher.drain(this.#deps.config.shutdownGraceMs)
+    const { shutdownGraceMs, brain } = this.#deps.config
+    await this.dispatcher.drain(shutdownGraceMs, brain.killGraceMs + AFTER_KILL_MS)
   }
 
   #every(ms: number, task: () => void): void {

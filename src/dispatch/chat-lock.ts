@@ -3,9 +3,12 @@ import path from 'node:path'
 import lockfile from 'proper-lockfile'
 import type { FastifyBaseLogger } from 'fastify'
 
-// A lock whose holder stopped refreshing it for this long is taken over.
-const STALE_MS = 30_000
+// A lock whose holder stopped refreshing it for this long is taken over (proper-lockfile's default).
+const STALE_MS = 10_000
 const RETRY_EVERY_MS = 250
+// Inside the lock directory: the holder's pid, so a lock left by a killed process is taken over at
+// once instead of after STALE_MS.
+const OWNER_FILE = 'owner'
 
 /** Gives up the lock; never throws. */
 export type Release = () => Promise<void>
@@ -51,10 +54,12 @@ export class ChatLocks {
           lockfilePath,
           stale: STALE_MS,
           retries: 0,
+          fs: ownerRecordingFs(lockfilePath),
           onCompromised: (error) => log.warn({ err: error, lock: lockfilePath }, 'chat lock compromised'),
         })
         return async () => {
           try {
+            fs.rmSync(path.join(lockfilePath, OWNER_FILE), { force: true })
             await release()
           } catch (error) {
             log.warn({ err: error, lock: lockfilePath }, 'chat lock release failed')
@@ -62,9 +67,15 @@ export class ChatLocks {
         }
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code
-        if (code !== 'ELOCKED') {
+        // ENOTEMPTY: proper-lockfile found a stale lock of ours (owner file inside) it can't rmdir.
+        if (code !== 'ELOCKED' && code !== 'ENOTEMPTY') {
           this.#disable(error as Error)
           return async () => {}
+        }
+        if (ownerIsGone(lockfilePath)) {
+          log.warn({ lock: lockfilePath }, 'taking over a chat lock whose process is gone')
+          fs.rmSync(lockfilePath, { recursive: true, force: true })
+          continue
         }
         if (Date.now() + RETRY_EVERY_MS >= deadline) throw new ChatLockTimeout(lockfilePath)
         await new Promise((resolve) => setTimeout(resolve, RETRY_EVERY_MS))
@@ -91,5 +102,45 @@ export class ChatLocks {
       { err: error, lock_dir: this.dir },
       'LOCK_DIR is not usable; running without per-chat locks (messages may interleave with other processes)',
     )
+  }
+}
+
+/**
+ * node:fs for proper-lockfile, except that creating the lock directory also records our pid in it,
+ * in the same callback: a crash can hardly leave a lock without its owner.
+ */
+function ownerRecordingFs(lockfilePath: string): typeof fs {
+  return {
+    ...fs,
+    mkdir: ((target: string, callback: (error: NodeJS.ErrnoException | null) => void) =>
+      fs.mkdir(target, (error) => {
+        if (!error && target === lockfilePath) writeOwner(lockfilePath)
+        callback(error)
+      })) as typeof fs.mkdir,
+  }
+}
+
+function writeOwner(lockfilePath: string): void {
+  try {
+    fs.writeFileSync(path.join(lockfilePath, OWNER_FILE), `${process.pid}\n`)
+  } catch {
+    // Without an owner file the lock only goes stale by age.
+  }
+}
+
+/** True when the lock names a holder on this machine that no longer runs. */
+function ownerIsGone(lockfilePath: string): boolean {
+  let pid: number
+  try {
+    pid = Number(fs.readFileSync(path.join(lockfilePath, OWNER_FILE), 'utf8').trim())
+  } catch {
+    return false
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH'
   }
 }

@@ -11,6 +11,16 @@ export interface Job {
 /** Why a running brain is being stopped. */
 export type StopReason = 'cancel' | 'shutdown'
 
+/** A job's slot was never granted because the job was stopped first (see {@link StopReason}). */
+export class JobStopped extends Error {
+  readonly reason: StopReason
+  constructor(reason: StopReason) {
+    super(`stopped (${reason}) before a brain slot was free`)
+    this.name = 'JobStopped'
+    this.reason = reason
+  }
+}
+
 /**
  * The work done for one job while it holds its chat's turn. `inSlot` runs a piece of it inside one
  * of the global brain slots; whatever runs outside (reply delivery, retry backoff) keeps the chat's
@@ -57,6 +67,8 @@ export class Dispatcher {
   #work: Work
   #queued = 0
   #stopping = false
+  // The work of every chat's current job, so that a drain can wait for replies in flight.
+  #active = new Set<Promise<void>>()
 
   constructor({ maxConcurrent, work }: { maxConcurrent: number; work: Work }) {
     if (!Number.isInteger(maxConcurrent) || maxConcurrent < 1) {
@@ -83,26 +95,44 @@ export class Dispatcher {
   /** Runs in the chat's turn; errors are the work's to handle, so one that escapes is only contained. */
   async #run(lane: Lane, job: Job): Promise<void> {
     this.#queued--
+    if (this.#stopping) return this.#leave(lane, job)
     const abort = new AbortController()
-    lane.current = { job, since: Date.now(), inSlot: false, abort }
-    const current = lane.current
-    const inSlot = <T>(run: () => Promise<T>): Promise<T> =>
-      this.#slots.add(async () => {
-        current.inSlot = true
-        try {
-          return await run()
-        } finally {
-          current.inSlot = false
-        }
-      }) as Promise<T>
-    try {
-      await this.#work(job, { inSlot, signal: abort.signal })
-    } catch {
-      // The work reports its own failures; nothing may stop the chat's queue.
-    } finally {
-      lane.current = undefined
-      if (--lane.outstanding === 0) this.#lanes.delete(job.chatId)
+    const current = { job, since: Date.now(), inSlot: false, abort }
+    lane.current = current
+    const inSlot = async <T>(run: () => Promise<T>): Promise<T> => {
+      try {
+        return await this.#slots.add(
+          async () => {
+            if (abort.signal.aborted) throw new JobStopped(abort.signal.reason as StopReason)
+            current.inSlot = true
+            try {
+              return await run()
+            } finally {
+              current.inSlot = false
+            }
+          },
+          { signal: abort.signal },
+        )
+      } catch (error) {
+        if (abort.signal.aborted && !(error instanceof JobStopped)) throw new JobStopped(abort.signal.reason as StopReason)
+        throw error
+      }
     }
+    const work = this.#work(job, { inSlot, signal: abort.signal }).catch(() => {
+      // The work reports its own failures; nothing may stop the chat's queue.
+    })
+    this.#active.add(work)
+    try {
+      await work
+    } finally {
+      this.#active.delete(work)
+      lane.current = undefined
+      this.#leave(lane, job)
+    }
+  }
+
+  #leave(lane: Lane, job: Job): void {
+    if (--lane.outstanding === 0) this.#lanes.delete(job.chatId)
   }
 
   /** Stops the running brain of a chat, if any. Returns the job that was stopped. */
@@ -152,24 +182,28 @@ export class Dispatcher {
   }
 
   /**
-   * Stops starting brains, lets running ones finish for `graceMs`, then stops them with reason
-   * 'shutdown' and waits for their work to wind down. Queued jobs are left where they are: the
-   * inbox keeps them for the next start.
+   * Starts no more jobs, lets the current ones finish (brains and reply delivery) for `graceMs`,
+   * then stops them with reason 'shutdown' and waits up to `afterStopMs` for them to wind down.
+   * Queued jobs are left where they are: the inbox keeps them for the next start.
    */
-  async drain(graceMs: number): Promise<void> {
+  async drain(graceMs: number, afterStopMs: number): Promise<void> {
     this.#stopping = true
-    this.#slots.pause()
-    this.#slots.clear()
-    const idle = this.#slots.onPendingZero()
-    let timer: NodeJS.Timeout | undefined
-    const graceOver = new Promise<'grace over'>((resolve) => {
-      timer = setTimeout(() => resolve('grace over'), graceMs)
-    })
-    const first = await Promise.race([idle.then(() => 'idle' as const), graceOver])
-    clearTimeout(timer)
-    if (first === 'grace over') {
-      for (const lane of this.#lanes.values()) lane.current?.abort.abort('shutdown' satisfies StopReason)
-      await idle
+    // A job waiting for a slot would only start a brain; stop it now.
+    for (const lane of this.#lanes.values()) {
+      if (lane.current && !lane.current.inSlot) lane.current.abort.abort('shutdown' satisfies StopReason)
     }
+    if (await settlesWithin([...this.#active], graceMs)) return
+    for (const lane of this.#lanes.values()) lane.current?.abort.abort('shutdown' satisfies StopReason)
+    await settlesWithin([...this.#active], afterStopMs)
   }
+}
+
+async function settlesWithin(promises: Promise<unknown>[], ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms)
+  })
+  const settled = await Promise.race([Promise.allSettled(promises).then(() => true as const), timeout])
+  clearTimeout(timer)
+  return settled
 }

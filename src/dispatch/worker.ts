@@ -8,7 +8,7 @@ import { brainEnvironment } from '../brain/env.js'
 import { runBrain, type BrainAttempt } from '../brain/run.js'
 import { isPermanentTelegramError, type ReplyTarget, type TelegramClient } from '../telegram/client.js'
 import { ChatLockTimeout, type ChatLocks } from './chat-lock.js'
-import type { Job, StopReason, Work, WorkContext } from './dispatcher.js'
+import { JobStopped, type StopReason, type Work, type WorkContext } from './dispatcher.js'
 
 /** Exit status by which a brain asks to be retried (EX_TEMPFAIL). */
 export const EXIT_TEMPFAIL = 75
@@ -109,9 +109,10 @@ async function runAttempts(
     let result: BrainAttempt | ChatLockTimeout
     try {
       result = await context.inSlot(async () => {
-        inbox.markRunning(message.seq, attempt, Date.now())
         const release = await deps.locks.acquire(message.chatId, deadline, log)
         try {
+          // Only now can the brain have side effects: a restart before this point is no redelivery.
+          inbox.markRunning(message.seq, attempt, Date.now())
           return await runBrain({
             argv: config.brain.argv,
             cwd: config.brain.cwd,
@@ -121,13 +122,14 @@ async function runAttempts(
             killGraceMs: config.brain.killGraceMs,
             signal: context.signal,
             log,
-            logFields: { chat_id: message.chatId, update_id: message.updateId, attempt },
+            logFields: { attempt },
           })
         } finally {
           await release()
         }
       })
     } catch (error) {
+      if (error instanceof JobStopped) return error.reason === 'shutdown' ? 'interrupted' : cancelledOutcome()
       if (!(error instanceof ChatLockTimeout)) throw error
       result = error
     }
@@ -191,6 +193,10 @@ function failed(reply: string, result?: BrainAttempt): Outcome {
 
 function cancelled(result: BrainAttempt): Outcome {
   return { state: 'cancelled', exitCode: result.exitCode, exitSignal: result.signal, stderrTail: result.stderrTail, reply: '' }
+}
+
+function cancelledOutcome(): Outcome {
+  return { state: 'cancelled', exitCode: null, exitSignal: null, stderrTail: '', reply: '' }
 }
 
 function attemptMetric(result: BrainAttempt): 'done' | 'failed' | 'timed_out' | 'cancelled' | 'spawn_error' {

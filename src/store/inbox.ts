@@ -67,7 +67,7 @@ export interface ListFilter {
 
 /** What a restart finds: work to schedule again, and replies computed but not yet sent. */
 export interface Recovery {
-  /** Unfinished messages in arrival order; the ones a restart interrupted are marked running. */
+  /** Unfinished messages in arrival order; the ones a restart interrupted are back in the queue with interruptions > 0. */
   readonly unfinished: readonly StoredMessage[]
   readonly undeliveredReplies: readonly StoredMessage[]
 }

@@ -184,11 +184,12 @@ export class SqliteInbox implements Inbox {
 
   recover(maxInterruptions: number, at: number): Recovery {
     const run = this.#db.transaction(() => {
-      this.#stmt(`UPDATE messages SET interruptions = interruptions + 1 WHERE state = 'running'`).run()
+      // Back in the queue, counted: interruptions > 0 makes the next run a redelivery.
+      this.#stmt(`UPDATE messages SET interruptions = interruptions + 1, state = 'queued' WHERE state = 'running'`).run()
       this.#stmt(
         `UPDATE messages SET state = 'failed', finished_at = ?, reply_state = 'pending',
            reply = '⚠️ The service restarted ' || interruptions || ' times while this message ran; it is not run again.'
-         WHERE state = 'running' AND interruptions > ?`,
+         WHERE state = 'queued' AND interruptions > ?`,
       ).run(at, maxInterruptions)
       this.#stmt('UPDATE messages SET requeued = 0 WHERE requeued = 1').run()
       const unfinished = this.#stmt(`SELECT * FROM messages WHERE state IN ('queued', 'running') ORDER BY seq`).all() as Row[]

@@ -28,7 +28,8 @@ export class ServiceProcess {
   #waiters: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = []
 
   constructor(env: Record<string, string>) {
-    this.proc = spawn(process.execPath, [CLI, 'serve'], {
+    // tap hands its loaders to child processes through NODE_OPTIONS; the service and its brains run without them.
+    this.proc = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, 'serve'], {
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
@@ -109,6 +110,8 @@ export interface Stack {
   stateDir: string
   brainLog: string
   env: Record<string, string>
+  /** Every log line of every service process this stack ran, oldest first. */
+  allLogs(): LogLine[]
   /** Restarts the service on the same state (after it stopped or was killed). */
   restart(extraEnv?: Record<string, string>): Promise<ServiceProcess>
   close(): Promise<void>
@@ -144,13 +147,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(`${svc.url}/telegram/webhook`, { secret_token: SECRET })
     return svc
   }
+  const previous: ServiceProcess[] = []
   const stack: Stack = {
     emu,
     svc: await launch(),
+    allLogs: () => [...previous, stack.svc].flatMap((svc) => svc.logs),
     stateDir,
     brainLog,
     env,
     async restart(extraEnv) {
+      previous.push(stack.svc)
       stack.svc = await launch(extraEnv)
       return stack.svc
     },
@@ -183,4 +189,17 @@ export async function eventually<T>(check: () => T | undefined | false, timeoutM
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await delay(25)
   }
+}
+
+/** A port that was free a moment ago, for a service that must keep its address across restarts. */
+export async function freePort(): Promise<number> {
+  const net = await import('node:net')
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
 }
