@@ -1,0 +1,332 @@
+// The operator's commands (set-webhook, webhook-info, delete-webhook, check, --help), run as real
+// processes (`node dist/cli.js …`) with a controlled environment against a real Bot API emulator.
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Api } from 'grammy'
+import { startEmulator, type BotApiEmulator } from '../src/emulator/index.js'
+import { SqliteInbox } from '../src/store/sqlite.js'
+import { freePort } from './helpers/caddy.js'
+import { CLI, SECRET, TEST_BRAIN, TOKEN } from './helpers/service.js'
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs the CLI with exactly `env` (plus PATH and HOME), without tap's loader in NODE_OPTIONS. */
+function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, ...args], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+    child.once('error', reject)
+    child.once('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
+
+async function emulator(t: Test): Promise<BotApiEmulator> {
+  const emu = await startEmulator({ token: TOKEN, deliveryRetryMs: 200 })
+  t.teardown(() => emu.close())
+  return emu
+}
+
+function tempDir(t: Test): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'coordinator-cli-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
+/** What set-webhook, webhook-info and delete-webhook read. */
+const telegramEnv = (emu: BotApiEmulator): Record<string, string> => ({
+  TELEGRAM_BOT_TOKEN: TOKEN,
+  TELEGRAM_WEBHOOK_SECRET: SECRET,
+  TELEGRAM_API_ROOT: emu.url,
+})
+
+/** A whole service configuration that works: the test brain, state and locks in a temp directory. */
+const serviceEnv = (t: Test, emu: BotApiEmulator): Record<string, string> => {
+  const dir = tempDir(t)
+  return {
+    ...telegramEnv(emu),
+    ALLOW_ALL_CHATS: '1',
+    BRAIN_COMMAND: TEST_BRAIN,
+    STATE_DIR: path.join(dir, 'state'),
+    LOCK_DIR: path.join(dir, 'locks'),
+  }
+}
+
+/** allowed_updates as the emulator recorded it: grammY sends it as JSON, so it may arrive as a string. */
+const listParam = (value: unknown): unknown => (typeof value === 'string' ? JSON.parse(value) : value)
+
+/** A webhook address where nothing listens: every delivery fails with "Connection refused". */
+const deadWebhook = async (): Promise<string> => `http://127.0.0.1:${await freePort()}/telegram/webhook`
+
+t.test('set-webhook registers the URL with the secret, allowed_updates, max_connections and drop_pending_updates', async (t) => {
+  const emu = await emulator(t)
+  const url = await deadWebhook()
+
+  const run = await cli(['set-webhook', '--url', url, '--allow-http', '--max-connections', '7', '--drop-pending'], telegramEnv(emu))
+  t.equal(run.code, 0, run.stderr)
+  t.equal(run.stdout.split('\n').filter(Boolean).length, 1, 'one line on success')
+  t.match(run.stdout, `webhook set: ${url}`)
+  t.match(run.stdout, /pending updates dropped/u)
+  const [call] = emu.callsOf('setWebhook')
+  t.ok(call?.ok, 'the emulator accepted setWebhook')
+  t.equal(call?.params['url'], url)
+  t.equal(call?.params['secret_token'], SECRET, 'secret_token is TELEGRAM_WEBHOOK_SECRET')
+  t.same(listParam(call?.params['allowed_updates']), ['message'], 'allowed_updates: what the service handles')
+  t.equal(Number(call?.params['max_connections']), 7)
+  t.equal(call?.params['drop_pending_updates'], true)
+  t.same(emu.webhookInfo.allowed_updates, ['message'])
+  t.equal(emu.webhookInfo.max_connections, 7)
+
+  const defaults = await cli(['set-webhook', '--url', url, '--allow-http'], telegramEnv(emu))
+  t.equal(defaults.code, 0, defaults.stderr)
+  const second = emu.callsOf('setWebhook')[1]
+  t.equal(Number(second?.params['max_connections']), 40, 'max_connections defaults to 40')
+  t.equal(second?.params['drop_pending_updates'], false, 'pending updates are kept unless --drop-pending')
+  t.match(defaults.stdout, /pending updates kept/u)
+})
+
+t.test('set-webhook refuses a URL Telegram would not deliver to, and bad options, with one line and exit 2', async (t) => {
+  const emu = await emulator(t)
+  const refused: [string[], RegExp][] = [
+    [['--url', 'http://bot.example.com/telegram/webhook'], /--url must start with https:\/\/.*--allow-http/u],
+    [['--url', 'https://bot.example.com:8787/telegram/webhook'], /port 443, 80, 88 or 8443.*got 8787/u],
+    [['--url', 'bot.example.com/telegram/webhook'], /--url must be an absolute URL/u],
+    [[], /set-webhook needs --url/u],
+    [['--url', 'https://bot.example.com/telegram/webhook', '--max-connections', '0'], /--max-connections must be a whole number from 1 to 100; got "0"/u],
+    [['--url', 'https://bot.example.com/telegram/webhook', '--max-connections', '101'], /got "101"/u],
+    [['--url', 'https://bot.example.com/telegram/webhook', '--max-conections', '5'], /set-webhook: Unknown option '--max-conections'; see coordinator set-webhook --help/u],
+  ]
+  for (const [args, message] of refused) {
+    const run = await cli(['set-webhook', ...args], telegramEnv(emu))
+    t.equal(run.code, 2, `${args.join(' ')}: exit 2`)
+    t.match(run.stderr, message)
+    t.equal(run.stderr.trim().split('\n').length, 1, `${args.join(' ')}: one line`)
+    t.equal(run.stdout, '')
+  }
+  t.same(emu.callsOf('setWebhook'), [], 'nothing reached Telegram')
+
+  const https = await cli(['set-webhook', '--url', 'https://bot.example.com:8443/telegram/webhook'], telegramEnv(emu))
+  t.equal(https.code, 0, `an https URL on 8443 is accepted: ${https.stderr}`)
+})
+
+t.test('webhook-info shows the last delivery error after a failing delivery, readable and as JSON', async (t) => {
+  const emu = await emulator(t)
+  const url = await deadWebhook()
+  await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(url, { allowed_updates: ['message'], max_connections: 12 })
+  emu.sendText({ chatId: 4242, text: 'hello' })
+  const failed = await emu.waitForDelivery((attempt) => attempt.error !== undefined, { timeoutMs: 10_000 })
+  t.equal(failed.error, 'Connection refused')
+
+  const run = await cli(['webhook-info'], telegramEnv(emu))
+  t.equal(run.code, 0, run.stderr)
+  const fields = new Map(run.stdout.trimEnd().split('\n').map((line) => {
+    const [name, ...rest] = line.split(':')
+    return [name, rest.join(':').trim()] as const
+  }))
+  t.equal(fields.get('url'), url)
+  t.equal(fields.get('pending updates'), '1')
+  t.match(fields.get('last error'), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+ s ago\): Connection refused$/u, 'ISO date, how long ago, the message')
+  t.equal(fields.get('max connections'), '12')
+  t.equal(fields.get('allowed updates'), 'message')
+  t.notOk(fields.has('IP address'), 'no ip_address: the emulator reports none')
+
+  const json = await cli(['webhook-info', '--json'], telegramEnv(emu))
+  t.equal(json.code, 0, json.stderr)
+  t.same(JSON.parse(json.stdout), emu.webhookInfo, '--json prints getWebhookInfo as it is')
+})
+
+t.test('delete-webhook removes the webhook, and drops pending updates when asked', async (t) => {
+  const emu = await emulator(t)
+  await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(await deadWebhook())
+  emu.sendText({ chatId: 4242, text: 'held' })
+  await emu.waitForDelivery((attempt) => attempt.error !== undefined, { timeoutMs: 10_000 })
+  t.equal(emu.webhookInfo.pending_update_count, 1)
+
+  const run = await cli(['delete-webhook', '--drop-pending'], telegramEnv(emu))
+  t.equal(run.code, 0, run.stderr)
+  t.match(run.stdout, /^webhook deleted \(pending updates dropped\)\n$/u)
+  t.equal(emu.callsOf('deleteWebhook')[0]?.params['drop_pending_updates'], true)
+  t.equal(emu.webhookInfo.url, '')
+  t.equal(emu.webhookInfo.pending_update_count, 0)
+
+  const info = await cli(['webhook-info'], telegramEnv(emu))
+  t.match(info.stdout, /^url: +none \(no webhook is set/mu)
+})
+
+t.test('Telegram unreachable or refusing the token: one line, exit 1, no stack trace, no token', async (t) => {
+  const closed = `http://127.0.0.1:${await freePort()}`
+  const env = { TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_WEBHOOK_SECRET: SECRET, TELEGRAM_API_ROOT: closed }
+  for (const args of [['webhook-info'], ['delete-webhook'], ['set-webhook', '--url', 'https://bot.example.com/telegram/webhook']]) {
+    const run = await cli(args, env)
+    t.equal(run.code, 1, `${args[0]}: exit 1`)
+    t.equal(run.stderr, `coordinator: cannot reach the Telegram Bot API at ${closed} (connect ECONNREFUSED ${closed.slice('http://'.length)}); check the network and TELEGRAM_API_ROOT\n`)
+    t.equal(run.stdout, '')
+  }
+
+  const emu = await emulator(t)
+  const wrongToken = await cli(['webhook-info'], { ...telegramEnv(emu), TELEGRAM_BOT_TOKEN: '123456:wrong-token' })
+  t.equal(wrongToken.code, 1)
+  t.equal(wrongToken.stderr, 'coordinator: Telegram refused the bot token (401: Unauthorized); set TELEGRAM_BOT_TOKEN to the token @BotFather gave you\n')
+  t.notMatch(wrongToken.stderr, /wrong-token/u)
+
+  const noSecret = await cli(['webhook-info'], { TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: emu.url })
+  t.equal(noSecret.code, 2, 'a configuration error exits 2')
+  t.match(noSecret.stderr, /^coordinator: TELEGRAM_WEBHOOK_SECRET is required/u)
+})
+
+/** check's lines by what they check: "✓ brain: …" → ['brain', { ok: true, text }]. */
+function checkLines(stdout: string): Map<string, { mark: string; text: string }> {
+  const lines = new Map<string, { mark: string; text: string }>()
+  for (const line of stdout.split('\n')) {
+    const match = /^([✓✗-]) ([^:]+): (.*)$/u.exec(line)
+    if (match) lines.set(match[2] as string, { mark: match[1] as string, text: match[3] as string })
+  }
+  return lines
+}
+
+t.test('check passes against a good setup, one ✓ line per check', async (t) => {
+  const emu = await emulator(t)
+  const url = await deadWebhook()
+  await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(url, { allowed_updates: ['message'] })
+  const env = serviceEnv(t, emu)
+
+  const run = await cli(['check', '--url', url], env)
+  t.equal(run.code, 0, run.stdout + run.stderr)
+  const lines = checkLines(run.stdout)
+  t.same([...lines.keys()], ['configuration', 'brain', 'STATE_DIR', 'LOCK_DIR', 'bot token', 'webhook', 'webhook deliveries'])
+  t.ok([...lines.values()].every((line) => line.mark === '✓'), run.stdout)
+  t.match(lines.get('bot token')?.text, /@emulated_bot/u)
+  t.match(lines.get('brain')?.text, `${TEST_BRAIN} is executable`)
+  t.match(lines.get('webhook')?.text, `set to ${url}`)
+  t.match(run.stdout, /all 7 checks passed\n$/u)
+  t.notOk(fs.existsSync(env['STATE_DIR'] as string), 'check creates no directories (the service does)')
+
+  // Under systemd (docs/DEPLOY.md's `coord`), LOCK_DIR defaults into a RuntimeDirectory= that
+  // exists only while the service runs.
+  const runtime = path.join(tempDir(t), 'run', 'coordinator')
+  const systemdEnv = { ...env, RUNTIME_DIRECTORY: runtime }
+  delete systemdEnv['LOCK_DIR']
+  const underSystemd = await cli(['check'], systemdEnv)
+  t.equal(underSystemd.code, 0, underSystemd.stdout)
+  t.match(checkLines(underSystemd.stdout).get('LOCK_DIR')?.text, `${runtime}/locks does not exist yet; systemd creates ${runtime} when the service starts`)
+
+  // An existing inbox is opened and probed.
+  new SqliteInbox(env['STATE_DIR'] as string).close()
+  const withInbox = await cli(['check'], env)
+  t.equal(withInbox.code, 0, withInbox.stdout)
+  t.match(checkLines(withInbox.stdout).get('STATE_DIR')?.text, /inbox .*inbox\.sqlite opens and is writable \(\d+ KiB, nothing queued\)/u)
+})
+
+t.test('check fails with the right ✗ lines: no webhook, webhook elsewhere, failing deliveries, wrong token, brain not executable', async (t) => {
+  const emu = await emulator(t)
+  const env = serviceEnv(t, emu)
+
+  const noWebhook = await cli(['check'], env)
+  t.equal(noWebhook.code, 1)
+  const noWebhookLines = checkLines(noWebhook.stdout)
+  t.equal(noWebhookLines.get('webhook')?.mark, '✗')
+  t.match(noWebhookLines.get('webhook')?.text, /none is set.*run coordinator set-webhook --url https:\/\/<your domain>\/telegram\/webhook/u)
+  t.equal(noWebhookLines.get('bot token')?.mark, '✓')
+  t.match(noWebhook.stdout, /1 of 6 checks failed\n$/u)
+
+  await new Api(TOKEN, { apiRoot: emu.url }).setWebhook('https://elsewhere.example.com/telegram/webhook')
+  const elsewhere = await cli(['check', '--url', 'https://bot.example.com/telegram/webhook'], env)
+  t.equal(elsewhere.code, 1)
+  t.match(checkLines(elsewhere.stdout).get('webhook'), {
+    mark: '✗',
+    text: /set to https:\/\/elsewhere\.example\.com\/telegram\/webhook, not https:\/\/bot\.example\.com\/telegram\/webhook/u,
+  })
+  await new Api(TOKEN, { apiRoot: emu.url }).setWebhook('https://bot.example.com/hook')
+  const wrongPath = await cli(['check'], env)
+  t.match(checkLines(wrongPath.stdout).get('webhook'), { mark: '✗', text: /has the path \/hook, but the service listens on WEBHOOK_PATH \/telegram\/webhook/u })
+
+  await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(await deadWebhook())
+  const update = emu.sendText({ chatId: 4242, text: 'undeliverable' })
+  await emu.waitForDelivery((attempt) => attempt.update_id === update.update_id && attempt.error !== undefined, { timeoutMs: 10_000 })
+  const failing = await cli(['check'], env)
+  t.equal(failing.code, 1)
+  const failingLines = checkLines(failing.stdout)
+  t.equal(failingLines.get('webhook')?.mark, '✓')
+  t.match(failingLines.get('webhook deliveries'), { mark: '✗', text: /^1 update\(s\) pending; last error .* \(\d+ s ago\): Connection refused; make sure the service runs/u })
+
+  const wrongToken = await cli(['check'], { ...env, TELEGRAM_BOT_TOKEN: '123456:wrong-token' })
+  t.equal(wrongToken.code, 1)
+  const wrongTokenLines = checkLines(wrongToken.stdout)
+  t.match(wrongTokenLines.get('bot token'), { mark: '✗', text: /Telegram refused the bot token \(401: Unauthorized\); set TELEGRAM_BOT_TOKEN/u })
+  t.equal(wrongTokenLines.get('webhook')?.mark, '-', 'the webhook is not checked without a working token')
+  t.notMatch(wrongToken.stdout, /wrong-token/u, 'the token is never printed')
+
+  const brain = path.join(tempDir(t), 'brain.mjs')
+  fs.copyFileSync(TEST_BRAIN, brain)
+  fs.chmodSync(brain, 0o644)
+  const notExecutable = await cli(['check'], { ...env, BRAIN_COMMAND: brain })
+  t.equal(notExecutable.code, 1)
+  const brainLine = checkLines(notExecutable.stdout).get('brain')
+  t.equal(brainLine?.mark, '✗')
+  t.match(brainLine?.text, `${brain} is not executable by this user; run chmod +x ${brain}`)
+
+  const file = path.join(tempDir(t), 'not-a-directory')
+  fs.writeFileSync(file, '')
+  const lockFile = await cli(['check'], { ...env, LOCK_DIR: file })
+  t.equal(lockFile.code, 1)
+  t.match(checkLines(lockFile.stdout).get('LOCK_DIR'), { mark: '✗', text: `${file} is not a directory; set LOCK_DIR to a directory` })
+
+  const unreachable = await cli(['check'], { ...env, TELEGRAM_API_ROOT: `http://127.0.0.1:${await freePort()}` })
+  t.equal(unreachable.code, 1)
+  t.match(checkLines(unreachable.stdout).get('Telegram reachable'), { mark: '✗', text: /cannot reach the Telegram Bot API .*ECONNREFUSED/u })
+  t.equal(unreachable.stderr, '', 'no stack trace')
+})
+
+t.test('check: a configuration that does not load is one line and exit 2', async (t) => {
+  const emu = await emulator(t)
+  const env = serviceEnv(t, emu)
+  delete env['BRAIN_COMMAND']
+  const run = await cli(['check'], env)
+  t.equal(run.code, 2)
+  t.equal(run.stdout, '')
+  t.match(run.stderr, /^coordinator: BRAIN_COMMAND is required: [^\n]*\n$/u)
+  t.same(emu.calls, [], 'Telegram is not asked')
+})
+
+t.test('--help lists every command; <command> --help prints its usage; unknown commands exit 2', async (t) => {
+  const help = await cli(['--help'])
+  t.equal(help.code, 0)
+  for (const command of ['serve', 'check', 'set-webhook', 'webhook-info', 'delete-webhook', 'inbox', 'demo', 'emulator']) {
+    t.match(help.stdout, new RegExp(`^  ${command}\\b`, 'mu'), `lists ${command}`)
+  }
+
+  const bare = await cli([])
+  t.equal(bare.code, 1, 'no command: the help, and exit 1')
+  t.equal(bare.stdout, help.stdout)
+
+  const usage = await cli(['set-webhook', '--help'])
+  t.equal(usage.code, 0)
+  t.match(usage.stdout, /^Usage: coordinator set-webhook --url https:\/\/… \[--drop-pending\] \[--max-connections N\]\n/u)
+  t.match(usage.stdout, /--max-connections N +parallel connections Telegram may open, 1–100 \(default 40\)/u)
+  t.match(usage.stdout, /--allow-http/u)
+  for (const command of ['check', 'webhook-info', 'delete-webhook', 'serve', 'inbox']) {
+    const run = await cli([command, '-h'])
+    t.equal(run.code, 0, `${command} -h`)
+    t.match(run.stdout, new RegExp(`^Usage: coordinator ${command}\\b`, 'u'))
+  }
+  t.equal((await cli(['help', 'check'])).stdout, (await cli(['check', '--help'])).stdout, 'help <command> is <command> --help')
+
+  const unknown = await cli(['frobnicate'])
+  t.equal(unknown.code, 2)
+  t.equal(unknown.stderr, 'coordinator: unknown command "frobnicate"; run coordinator --help for the list\n')
+
+  const version = await cli(['--version'])
+  t.match(version.stdout, /^\d+\.\d+\.\d+\n$/u)
+})
