@@ -34,12 +34,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, coordinator, metrics } = deps
   const app = Fastify({
     loggerInstance: deps.logger,
-    disableRequestLogging: true,
     bodyLimit: BODY_LIMIT,
     trustProxy: TRUSTED_PROXIES,
     return503OnClosing: true,
   })
 
+  // Per-request "incoming request"/"request completed" lines would drown the message log; the
+  // service logs what matters itself, and anything at warn or above still shows.
+  app.addHook('onRoute', (route) => {
+    route.logLevel ??= 'warn'
+  })
   await app.register(rateLimit, { global: false })
 
   const expectedSecret = Buffer.from(config.webhookSecret)
@@ -56,7 +60,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       metrics.updates.inc({ outcome: 'rejected', reason: status === 429 ? 'rate_limited' : reasonOf(error.code, status) })
     }
     if (status >= 500) request.log.error({ err: error }, 'request failed')
-    else request.log.info({ status, code: error.code, ip: request.ip }, error.message)
+    else request.log.warn({ status, code: error.code, ip: request.ip }, error.message)
     void reply.code(status).send({ error: error.message })
   })
 
