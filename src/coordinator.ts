@@ -1,12 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Config } from './config.js'
-import type { Metrics } from './metrics.js'
 import { classifyUpdate, type IncomingMessage } from './intake.js'
-import { InboxWriteError, type Inbox, type StoredMessage } from './store/inbox.js'
+import { InboxWriteError, type StoredMessage } from './store/inbox.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
-import { createMessageWork, deliver } from './dispatch/worker.js'
-import type { ChatLocks } from './dispatch/chat-lock.js'
-import type { TelegramClient } from './telegram/client.js'
+import { createMessageWork, deliver, type WorkerDeps } from './dispatch/worker.js'
 
 // A message a restart interrupted this often is failed instead of run again (a crash loop guard).
 const MAX_INTERRUPTIONS = 3
@@ -22,14 +18,8 @@ export interface Receipt {
   readonly detail?: string
 }
 
-export interface CoordinatorDeps {
-  readonly config: Config
-  readonly inbox: Inbox
-  readonly telegram: TelegramClient
-  readonly locks: ChatLocks
-  readonly metrics: Metrics
-  readonly log: FastifyBaseLogger
-}
+/** What the coordinator is made of: exactly what its messages' work needs. */
+export type CoordinatorDeps = WorkerDeps
 
 /**
  * The service's core: takes an update in (stored before it is acknowledged), acknowledges it with
