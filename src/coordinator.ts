@@ -8,6 +8,8 @@ import { createMessageWork, deliver, type WorkerDeps } from './dispatch/worker.j
 const MAX_INTERRUPTIONS = 3
 const MAINTENANCE_EVERY_MS = 2000
 const PRUNE_EVERY_MS = 10 * 60_000
+// Rows deleted per step: each step holds the event loop for about a millisecond.
+const PRUNE_BATCH = 500
 // After the shutdown grace, how long stopped brains and replies in flight get to wind down.
 const AFTER_KILL_MS = 3000
 
@@ -110,7 +112,7 @@ export class Coordinator {
    * maintenance timers.
    */
   start(): { resumed: number; replies: number } {
-    const { inbox, log, config } = this.#deps
+    const { inbox, log } = this.#deps
     const recovery = inbox.recover(MAX_INTERRUPTIONS, Date.now())
     const jobs = [...recovery.unfinished, ...recovery.undeliveredReplies].sort((a, b) => a.seq - b.seq)
     for (const message of jobs) this.dispatcher.enqueue(toJob(message))
@@ -131,11 +133,26 @@ export class Coordinator {
         this.dispatcher.enqueue(toJob(message))
       }
     })
-    this.#every(PRUNE_EVERY_MS, () => {
-      const pruned = inbox.prune(Date.now() - config.inboxRetentionMs)
-      if (pruned > 0) log.info({ pruned }, 'inbox pruned')
-    })
+    this.#every(PRUNE_EVERY_MS, () => void this.#prune())
     return { resumed: recovery.unfinished.length, replies: recovery.undeliveredReplies.length }
+  }
+
+  /** Deletes old finished messages in small batches, yielding between them so intake never waits long. */
+  async #prune(): Promise<void> {
+    const { inbox, log, config } = this.#deps
+    const olderThan = Date.now() - config.inboxRetentionMs
+    let pruned = 0
+    try {
+      for (;;) {
+        const batch = inbox.prune(olderThan, PRUNE_BATCH)
+        pruned += batch
+        if (batch < PRUNE_BATCH || this.#draining) break
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+    } catch (error) {
+      log.warn({ err: error }, 'inbox pruning failed')
+    }
+    if (pruned > 0) log.info({ pruned }, 'inbox pruned')
   }
 
   /** Stops intake and maintenance, lets running brains finish within the grace, stops the rest. */

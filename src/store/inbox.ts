@@ -102,8 +102,8 @@ export interface Inbox {
   /** Messages another process (`coordinator inbox retry`) put back in the queue since the last call. */
   takeRequeued(): StoredMessage[]
   list(filter: ListFilter): StoredMessage[]
-  /** Deletes finished messages older than the retention; returns how many. */
-  prune(olderThan: number): number
+  /** Deletes up to `limit` finished messages older than the retention; returns how many. */
+  prune(olderThan: number, limit: number): number
   stats(): InboxStats
   /** Tries a write; updates `stats().writable`. */
   probeWritable(): boolean

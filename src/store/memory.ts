@@ -87,9 +87,10 @@ export class MemoryInbox implements Inbox {
     return matching.slice(-limit).map((message) => ({ ...message }))
   }
 
-  prune(olderThan: number): number {
+  prune(olderThan: number, limit: number): number {
     let pruned = 0
     for (const message of this.#messages.values()) {
+      if (pruned >= limit) break
       const finished = message.state !== 'queued' && message.state !== 'running' && message.replyState !== 'pending'
       if (finished && message.finishedAt !== null && message.finishedAt < olderThan) {
         this.#messages.delete(message.seq)

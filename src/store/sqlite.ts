@@ -239,11 +239,14 @@ export class SqliteInbox implements Inbox {
     return rows.map(toMessage).reverse()
   }
 
-  prune(olderThan: number): number {
+  prune(olderThan: number, limit: number): number {
     return this.#write(
       () =>
-        this.#stmt(`DELETE FROM messages WHERE finished_at < ? AND state NOT IN ('queued', 'running') AND reply_state != 'pending'`)
-          .run(olderThan).changes,
+        this.#stmt(
+          `DELETE FROM messages WHERE seq IN (
+             SELECT seq FROM messages WHERE finished_at < ? AND state NOT IN ('queued', 'running') AND reply_state != 'pending'
+             LIMIT ?)`,
+        ).run(olderThan, limit).changes,
     )
   }
 
