@@ -1,4 +1,3 @@
-import fs from 'node:fs'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { ConfigError, type Config } from './config.js'
@@ -7,7 +6,7 @@ import { Coordinator } from './coordinator.js'
 import { EventLoopDelay } from './health.js'
 import { createLogger } from './log.js'
 import { Metrics } from './metrics.js'
-import { checkBrainCommand } from './brain/preflight.js'
+import { checkBrainCommand, isExecutable } from './brain/preflight.js'
 import { ChatLocks } from './dispatch/chat-lock.js'
 import { MemoryInbox } from './store/memory.js'
 import { SqliteInbox } from './store/sqlite.js'
@@ -63,7 +62,7 @@ export async function startService(config: Config, logger: Logger = createLogger
   })
 
   const url = await app.listen({ host: config.host, port: config.port })
-  locks.usable // warn about an unusable LOCK_DIR at start, not at the first message
+  locks.prepare()
   const recovered = coordinator.start()
   logger.info(
     { url, webhook_path: config.webhookPath, brains: config.maxConcurrentBrains, inbox: config.inbox, ...recovered },
@@ -78,15 +77,6 @@ function openInbox(config: Config): Inbox {
     return new SqliteInbox(config.stateDir)
   } catch (error) {
     throw new ConfigError('STATE_DIR', `must be a writable directory for the inbox; opening it in ${config.stateDir} failed: ${(error as Error).message}`)
-  }
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK)
-    return true
-  } catch {
-    return false
   }
 }
 

@@ -143,3 +143,13 @@ function statOrUndefined(file: string): fs.Stats | undefined {
 function startsWith(buffer: Buffer, prefix: Buffer): boolean {
   return buffer.length >= prefix.length && buffer.subarray(0, prefix.length).equals(prefix)
 }
+
+/** Whether this process may execute `file` now (readyz asks this of the resolved brain). */
+export function isExecutable(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}

@@ -5,6 +5,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Api } from 'grammy'
+import { isExecutable } from '../brain/preflight.js'
 import { UsageError } from '../commands/usage.js'
 import { DEFAULTS } from '../config.js'
 import { DEFAULT_PATH } from '../brain/env.js'
@@ -237,15 +238,6 @@ function judgeServiceLog(logs: readonly ServiceLogLine[]): Verdict {
 
 function shellQuote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
 }
 
 function sleep(ms: number): Promise<void> {

@@ -37,8 +37,11 @@ export class ChatLocks {
     this.#log = log
   }
 
-  /** Whether locks are in use (false after the directory proved unusable). */
-  get usable(): boolean {
+  /**
+   * Makes LOCK_DIR, so that an unusable one is reported at start rather than at the first message.
+   * Returns whether locks are in use.
+   */
+  prepare(): boolean {
     return this.#ensureDir()
   }
 
