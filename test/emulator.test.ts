@@ -53,7 +53,8 @@ interface Received {
   readonly contentType: string | undefined
 }
 
-type Respond = (update: Update, received: readonly Received[]) => Promise<number | { status: number; body: unknown }> | number
+type Outcome = number | { status: number; body: unknown }
+type Respond = (update: Update, received: readonly Received[]) => Outcome | Promise<Outcome>
 
 /** A real Fastify webhook receiver at /hook that answers as `respond` says. */
 async function receiver(t: Test, respond: Respond = () => 200): Promise<{ url: string; received: Received[] }> {
@@ -241,7 +242,16 @@ t.test('editMessageText, deleteMessage and sendChatAction', async (t) => {
   t.match(edited, { message_id: sent.message_id, text: 'final', entities: [{ type: 'italic', offset: 0, length: 5 }] })
   t.type(edited !== true && edited.edit_date, 'number')
   const same = await apiError(api.editMessageText(3, sent.message_id, '<i>final</i>', { parse_mode: 'HTML' }))
-  t.match(same.description, /^Bad Request: message is not modified: /)
+  t.equal(same.error_code, 400)
+  t.equal(
+    same.description,
+    'Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message',
+  )
+  const reordered = await apiError(
+    api.editMessageText(3, sent.message_id, 'final', { entities: [{ length: 5, offset: 0, type: 'italic' } as const] }),
+  )
+  t.match(reordered.description, /^Bad Request: message is not modified: /, 'the same entities as plain entities are no change either')
+  t.match(await api.editMessageText(3, sent.message_id, 'final'), { text: 'final' }, 'dropping the entities is a change')
   t.match(await api.editMessageText(3, sent.message_id, '<b>x'), { text: '<b>x' }, 'without parse_mode the text is taken as is')
   t.match(await apiError(api.editMessageText(3, sent.message_id, '<b>x', { parse_mode: 'HTML' })), {
     description: `Bad Request: can't parse entities: Can't find end tag corresponding to start tag "b"`,
@@ -249,11 +259,44 @@ t.test('editMessageText, deleteMessage and sendChatAction', async (t) => {
   t.match(await apiError(api.editMessageText(3, 999, 'x')), { description: 'Bad Request: message to edit not found' })
   t.match(await apiError(api.editMessageText(3, userMessage, 'x')), { description: "Bad Request: message can't be edited" })
 
-  t.equal(await api.sendChatAction(3, 'typing'), true)
-  t.match(await apiError(api.sendChatAction(3, 'dancing' as 'typing')), { description: 'Bad Request: wrong parameter action in request' })
-
   t.equal(await api.deleteMessage(3, sent.message_id), true)
-  t.match(await apiError(api.deleteMessage(3, sent.message_id)), { description: 'Bad Request: message to delete not found' })
+  t.match(await apiError(api.deleteMessage(3, sent.message_id)), { error_code: 400, description: 'Bad Request: message to delete not found' })
+  t.match(await apiError(api.deleteMessage(3, 4242)), { error_code: 400, description: 'Bad Request: message to delete not found' })
+  t.match(await apiError(api.editMessageText(3, sent.message_id, 'too late')), {
+    error_code: 400,
+    description: 'Bad Request: message to edit not found',
+  })
+})
+
+t.test('sendChatAction takes exactly the Bot API’s actions, in a topic too', async (t) => {
+  const { emu, api } = await emulator(t)
+  emu.sendText({ chatId: 3, text: 'hi' })
+  const actions = [
+    'typing',
+    'upload_photo',
+    'record_video',
+    'upload_video',
+    'record_voice',
+    'upload_voice',
+    'upload_document',
+    'choose_sticker',
+    'find_location',
+    'record_video_note',
+    'upload_video_note',
+  ] as const
+  for (const action of actions) t.equal(await api.sendChatAction(3, action), true, action)
+  for (const wrong of ['dancing', 'TYPING', 'record_audio', 'upload_audio']) {
+    const error = await apiError(api.sendChatAction(3, wrong as 'typing'))
+    t.equal(error.error_code, 400, wrong)
+    t.equal(error.description, 'Bad Request: wrong parameter action in request', wrong)
+  }
+
+  emu.sendText({ chatId: -1001234567890, text: 'in a topic', threadId: 77 })
+  t.equal(await api.sendChatAction(-1001234567890, 'typing', { message_thread_id: 77 }), true)
+  t.match(emu.callsOf('sendChatAction').at(-1), { ok: true, params: { message_thread_id: 77 } })
+  const badThread = await fetch(`${emu.url}/bot${TOKEN}/sendChatAction?chat_id=3&action=typing&message_thread_id=seven`)
+  t.equal(badThread.status, 400, 'a thread id must be an integer')
+  t.match(await apiError(api.sendChatAction(4, 'typing')), { description: 'Bad Request: chat not found' })
 })
 
 t.test('getFile and the file server', async (t) => {
@@ -283,6 +326,172 @@ t.test('getFile and the file server', async (t) => {
   t.match(await apiError(api.getFile('nope')), { error_code: 400 })
   t.equal((await fetch(`${emu.url}/file/bot${TOKEN}/no/such/file`)).status, 404)
   t.equal((await fetch(`${emu.url}/file/bot1:bad/${file.file_path}`)).status, 401)
+})
+
+t.test('audio, video and video notes carry the Bot API’s fields and download like any file', async (t) => {
+  const { emu, api } = await emulator(t)
+  const download = async (fileId: string): Promise<Buffer> => {
+    const file = await api.getFile(fileId)
+    const response = await fetch(`${emu.url}/file/bot${TOKEN}/${file.file_path}`)
+    t.equal(response.status, 200, `${fileId} downloads`)
+    return Buffer.from(await response.arrayBuffer())
+  }
+
+  const song = Buffer.from('ID3 pretend mp3')
+  const audioMessage = emu.sendAudio({ chatId: 12, bytes: song, durationS: 215, performer: 'Band', title: 'Song', fileName: 'song.mp3', caption: 'listen' }).message
+  t.same(audioMessage?.audio, {
+    file_id: audioMessage?.audio?.file_id,
+    file_unique_id: audioMessage?.audio?.file_unique_id,
+    file_size: song.length,
+    duration: 215,
+    performer: 'Band',
+    title: 'Song',
+    file_name: 'song.mp3',
+    mime_type: 'audio/mpeg',
+  })
+  t.equal(audioMessage?.caption, 'listen')
+  t.same(await download(audioMessage?.audio?.file_id ?? ''), song)
+  const bare = emu.sendAudio({ chatId: 12 }).message?.audio
+  t.ok(bare && bare.duration > 0, 'a duration is always there')
+  t.equal(bare?.performer, undefined, 'performer, title and file name only when the sender gave them')
+  t.equal(bare?.title, undefined)
+  t.equal(bare?.file_name, undefined)
+
+  const clip = Buffer.from('pretend mp4')
+  const videoMessage = emu.sendVideo({ chatId: 12, bytes: clip, width: 640, height: 360, durationS: 12, fileName: 'clip.mov', mimeType: 'video/quicktime', caption: 'watch' }).message
+  t.match(videoMessage?.video, { width: 640, height: 360, duration: 12, file_name: 'clip.mov', mime_type: 'video/quicktime', file_size: clip.length })
+  t.equal(videoMessage?.caption, 'watch')
+  t.match((await api.getFile(videoMessage?.video?.file_id ?? '')).file_path, /\.mov$/u, 'the file path keeps the extension')
+  t.same(await download(videoMessage?.video?.file_id ?? ''), clip)
+  t.match(emu.sendVideo({ chatId: 12 }).message?.video, { width: 1280, height: 720, mime_type: 'video/mp4' })
+
+  const round = Buffer.from('pretend round video')
+  const noteMessage = emu.sendVideoNote({ chatId: 12, bytes: round, length: 240, durationS: 7, fileId: 'my-note' }).message
+  t.same(noteMessage?.video_note, { file_id: 'my-note', file_unique_id: 'u-my-note', file_size: round.length, length: 240, duration: 7 })
+  t.equal(noteMessage?.caption, undefined, 'video notes have no caption')
+  t.same(await download('my-note'), round)
+
+  const ids = [audioMessage, videoMessage, noteMessage].map((message) => message?.message_id)
+  t.same(ids, [1, 3, 5], 'media messages take message ids like any other')
+
+  const sneaky = emu.sendDocument({ chatId: 12, fileName: '../../etc/passwd' }).message?.document
+  t.match((await api.getFile(sneaky?.file_id ?? '')).file_path, /^documents\/file_\d+\.bin$/u, 'a file name never shapes the path')
+})
+
+t.test('a photo comes in Telegram’s sizes, the largest last, each downloadable', async (t) => {
+  const { emu, api } = await emulator(t)
+  const original = Buffer.from('the full-size photo')
+  const photo = emu.sendPhoto({ chatId: 13, bytes: original }).message?.photo ?? []
+  t.same(
+    photo.map((size) => [size.width, size.height]),
+    [[90, 68], [320, 240], [800, 600], [1280, 960]],
+    'thumbnails scaled to fit 90, 320 and 800, then the original',
+  )
+  t.equal(new Set(photo.map((size) => size.file_id)).size, photo.length, 'every size is its own file')
+  t.equal(new Set(photo.map((size) => size.file_unique_id)).size, photo.length)
+  for (const size of photo) {
+    const file = await api.getFile(size.file_id)
+    t.equal(file.file_size, size.file_size, `${size.width}×${size.height} is registered with its size`)
+  }
+  const largest = await api.getFile(photo.at(-1)?.file_id ?? '')
+  const bytes = Buffer.from(await (await fetch(`${emu.url}/file/bot${TOKEN}/${largest.file_path}`)).arrayBuffer())
+  t.same(bytes, original, 'the given bytes are the largest size')
+
+  const small = emu.sendPhoto({ chatId: 13, width: 100, height: 300, fileId: 'tall' }).message?.photo ?? []
+  t.same(
+    small.map((size) => [size.file_id, size.width, size.height]),
+    [['tall-90', 30, 90], ['tall', 100, 300]],
+    'no thumbnail as big as the photo itself; a chosen file id names the largest',
+  )
+})
+
+t.test('getFile refuses any kind of file over 20 MB, which a test fakes with fileSize', async (t) => {
+  const { emu, api } = await emulator(t)
+  const huge = { chatId: 14, fileSize: MAX_DOWNLOAD_SIZE + 1 }
+  const files = {
+    photo: emu.sendPhoto(huge).message?.photo?.at(-1),
+    voice: emu.sendVoice(huge).message?.voice,
+    document: emu.sendDocument(huge).message?.document,
+    audio: emu.sendAudio(huge).message?.audio,
+    video: emu.sendVideo(huge).message?.video,
+    video_note: emu.sendVideoNote(huge).message?.video_note,
+  }
+  for (const [kind, file] of Object.entries(files)) {
+    t.equal(file?.file_size, MAX_DOWNLOAD_SIZE + 1, `the ${kind} message reports the size`)
+    const error = await apiError(api.getFile(file?.file_id ?? ''))
+    t.equal(error.error_code, 400, kind)
+    t.equal(error.description, 'Bad Request: file is too big', kind)
+  }
+  const atLimit = emu.sendVideo({ chatId: 14, fileSize: MAX_DOWNLOAD_SIZE }).message?.video
+  t.equal((await api.getFile(atLimit?.file_id ?? '')).file_size, MAX_DOWNLOAD_SIZE, 'exactly 20 MB is still allowed')
+})
+
+t.test('a user’s edit arrives as edited_message with edit_date, subject to allowed_updates', async (t) => {
+  const { emu, api } = await emulator(t)
+  const original = emu.sendText({ chatId: 15, text: 'helo' }).message
+  const messageId = original?.message_id ?? 0
+  const edit = emu.editUserMessage({ chatId: 15, messageId, text: '/fix hello' })
+  const edited = edit.edited_message
+  t.equal(edit.message, undefined)
+  t.match(edited, { message_id: messageId, date: original?.date, chat: { id: 15 }, from: original?.from, text: '/fix hello' })
+  t.type(edited?.edit_date, 'number')
+  t.ok((edited?.edit_date ?? 0) >= (original?.date ?? Infinity), 'edited no earlier than sent')
+  t.same(edited?.entities, [{ type: 'bot_command', offset: 0, length: 4 }], 'commands are marked in the new text')
+
+  const kinds = (updates: readonly Update[]): string[] => updates.map((update) => Object.keys(update).find((key) => key !== 'update_id') ?? '')
+  const first = await api.getUpdates({ timeout: 0 })
+  t.same(kinds(first), ['message', 'edited_message'], 'edited_message is delivered by default')
+  const reply = await api.sendMessage(15, 'noted', { reply_parameters: { message_id: messageId } })
+  t.equal(reply.reply_to_message?.text, '/fix hello', 'Telegram knows the message by its new text')
+
+  let offset = (first.at(-1)?.update_id ?? 0) + 1
+  t.same(await api.getUpdates({ offset, timeout: 0, allowed_updates: ['message'] }), [])
+  emu.editUserMessage({ chatId: 15, messageId, text: 'unseen edit' })
+  const unfiltered = emu.sendText({ chatId: 15, text: 'still seen' })
+  const onlyMessages = await api.getUpdates({ offset, timeout: 0 })
+  t.same(kinds(onlyMessages), ['message'], 'an edit is dropped when allowed_updates leaves it out')
+  offset = unfiltered.update_id + 1
+
+  await api.getUpdates({ offset, timeout: 0, allowed_updates: ['edited_message'] })
+  emu.editUserMessage({ chatId: 15, messageId, text: 'seen edit' })
+  emu.sendText({ chatId: 15, text: 'unseen message' })
+  const onlyEdits = await api.getUpdates({ offset, timeout: 0 })
+  t.same(kinds(onlyEdits), ['edited_message'])
+  t.equal(onlyEdits[0]?.edited_message?.text, 'seen edit')
+  offset = (onlyEdits.at(-1)?.update_id ?? 0) + 1
+
+  await api.getUpdates({ offset, timeout: 0, allowed_updates: [] })
+  const backToDefault = emu.editUserMessage({ chatId: 15, messageId, text: 'default again' })
+  t.same((await api.getUpdates({ offset, timeout: 0 })).map((u) => u.update_id), [backToDefault.update_id], 'an empty list restores the default')
+
+  const hook = await receiver(t)
+  await api.setWebhook(hook.url, { allowed_updates: ['message', 'edited_message'] })
+  const hooked = emu.editUserMessage({ chatId: 15, messageId, text: 'via webhook' })
+  await emu.waitForDelivery((d) => d.update_id === hooked.update_id && d.status === 200, { timeoutMs: WAIT_MS })
+  t.equal(hook.received.at(-1)?.update.edited_message?.text, 'via webhook')
+})
+
+t.test('editUserMessage edits captions and channel posts, and refuses what a user cannot edit', async (t) => {
+  const { emu, api } = await emulator(t)
+  const photo = emu.sendPhoto({ chatId: 16, caption: 'befor' }).message
+  const recaptioned = emu.editUserMessage({ chatId: 16, messageId: photo?.message_id ?? 0, text: 'before' }).edited_message
+  t.equal(recaptioned?.caption, 'before')
+  t.same(recaptioned?.photo, photo?.photo, 'the media stays')
+  t.equal(recaptioned?.text, undefined)
+
+  const post = emu.sendText({ chatId: -1009876543210, chatType: 'channel', text: 'news' }).channel_post
+  const editedPost = emu.editUserMessage({ chatId: -1009876543210, messageId: post?.message_id ?? 0, text: 'fresh news' })
+  t.match(editedPost, { edited_channel_post: { text: 'fresh news', chat: { type: 'channel' } } })
+
+  const mine = emu.sendText({ chatId: 16, text: 'same' }).message?.message_id ?? 0
+  const botMessage = await api.sendMessage(16, 'from the bot')
+  const note = emu.sendVideoNote({ chatId: 16 }).message?.message_id ?? 0
+  t.throws(() => emu.editUserMessage({ chatId: 16, messageId: 999, text: 'x' }), { name: 'TypeError', message: /message 999 in chat 16 is not known/u })
+  t.throws(() => emu.editUserMessage({ chatId: 99, messageId: 1, text: 'x' }), TypeError, 'an unknown chat')
+  t.throws(() => emu.editUserMessage({ chatId: 16, messageId: botMessage.message_id, text: 'x' }), { message: /sent by a bot/u })
+  t.throws(() => emu.editUserMessage({ chatId: 16, messageId: mine, text: 'same' }), { message: /unchanged edit/u })
+  t.throws(() => emu.editUserMessage({ chatId: 16, messageId: mine, text: '' }), { message: /empty/u })
+  t.throws(() => emu.editUserMessage({ chatId: 16, messageId: note, text: 'x' }), { message: /neither text nor a caption/u })
 })
 
 t.test('webhook delivery: secret header, JSON, webhook info', async (t) => {
@@ -486,6 +695,33 @@ t.test('faults: 429 with retry_after, 500, REACTION_INVALID, dropped connections
   t.throws(() => emu.injectFault('getMe', { kind: 'rate_limit', retryAfter: 0 }), TypeError)
 })
 
+t.test('entities_rejected fails only formatted calls, so a plain-text fallback gets through', async (t) => {
+  const { emu, api } = await emulator(t)
+  const rejected = `Bad Request: can't parse entities: Unsupported start tag "x" at byte offset 0`
+  emu.sendText({ chatId: 17, text: 'x' })
+
+  emu.injectFault('sendMessage', { kind: 'entities_rejected' }, { times: 1 })
+  t.equal((await api.sendMessage(17, 'plain first')).text, 'plain first', 'a plain call passes and does not use up the fault')
+  t.equal((await api.sendMessage(17, 'no parse mode', { entities: [] })).text, 'no parse mode', 'an empty entities list is plain text')
+  const formatted = await apiError(api.sendMessage(17, '<b>bold</b>', { parse_mode: 'HTML' }))
+  t.equal(formatted.error_code, 400)
+  t.equal(formatted.description, rejected)
+  t.match(await api.sendMessage(17, '<b>bold</b>', { parse_mode: 'HTML' }), { text: 'bold' }, 'times: 1 counts only the call it failed')
+
+  emu.injectFault('*', { kind: 'entities_rejected' })
+  t.match(await apiError(api.sendMessage(17, 'bold', { entities: [{ type: 'bold', offset: 0, length: 4 }] })), { description: rejected })
+  const sent = await api.sendMessage(17, '<b>fallback</b>')
+  t.equal(sent.text, '<b>fallback</b>', 'the same text without parse_mode is sent as is')
+  t.match(await apiError(api.editMessageText(17, sent.message_id, '<i>x</i>', { parse_mode: 'MarkdownV2' })), { description: rejected })
+  t.equal(await api.sendChatAction(17, 'typing'), true, 'calls without formatting are untouched')
+  emu.clearFaults()
+
+  emu.injectFault('sendMessage', { kind: 'server_error' }, { times: 1 })
+  emu.injectFault('sendMessage', { kind: 'entities_rejected' }, { times: 1 })
+  t.match(await apiError(api.sendMessage(17, 'plain')), { error_code: 500 }, 'an older failure fault still comes first')
+  t.match(await apiError(api.sendMessage(17, '<b>x</b>', { parse_mode: 'HTML' })), { description: rejected })
+})
+
 t.test('getUpdates long-polls, confirms by offset, and yields to a webhook', async (t) => {
   const { emu, api } = await emulator(t)
   const early = emu.sendText({ chatId: 50, text: 'early' })
@@ -556,7 +792,10 @@ t.test('the control API works over HTTP for other processes', async (t) => {
   t.match(await apiError(api.getMe()), { error_code: 500 })
   const badFault = await post('faults', { fault: { kind: 'meteor' } })
   t.equal(badFault.status, 400)
-  t.match(await badFault.json(), { ok: false, description: /A fault must be/ })
+  t.match(await badFault.json(), { ok: false, description: /A fault must be .*\{kind: 'entities_rejected'\}/u })
+  t.equal((await post('faults', { method: 'sendMessage', fault: { kind: 'entities_rejected' }, times: 1 })).status, 200)
+  t.match(await apiError(api.sendMessage(70, '<b>x</b>', { parse_mode: 'HTML' })), { description: /^Bad Request: can't parse entities: / })
+  t.equal((await api.sendMessage(70, '<b>x</b>', { parse_mode: 'HTML' })).text, 'x')
   await post('faults', { fault: { kind: 'server_error' } })
   t.equal((await fetch(`${emu.url}/_emulator/faults`, { method: 'DELETE' })).status, 200)
   t.equal((await api.getMe()).id, 123456)

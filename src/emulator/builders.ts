@@ -1,4 +1,4 @@
-import type { Chat, Document, Message, MessageEntity, PhotoSize, Update, User, Voice } from 'grammy/types'
+import type { Audio, Chat, Document, Message, MessageEntity, PhotoSize, Update, User, Video, VideoNote, Voice } from 'grammy/types'
 import type { ChatDirectory } from './chats.js'
 import type { FileStore } from './files.js'
 import { unixNow } from './methods.js'
@@ -21,16 +21,21 @@ export interface TextMessageOptions extends IncomingMessageOptions {
   readonly text: string
 }
 
-/** A media message: its caption, and the file's bytes (a few placeholder bytes by default). */
-export interface MediaMessageOptions extends IncomingMessageOptions {
-  readonly caption?: string
+/** A message that carries a file: its bytes (a few placeholder bytes by default) and how it is known. */
+export interface FileMessageOptions extends IncomingMessageOptions {
   readonly bytes?: Buffer
-  /** The size getFile reports, when it should differ from bytes.length (e.g. a 25 MB file). */
+  /** The size the message and getFile report, when it should differ from bytes.length (e.g. a 25 MB file). */
   readonly fileSize?: number
   /** Choose the file id (and unique id) instead of a generated one. */
   readonly fileId?: string
 }
 
+/** A file message that may carry a caption (every kind but video notes). */
+export interface MediaMessageOptions extends FileMessageOptions {
+  readonly caption?: string
+}
+
+/** A photo; width × height is its largest size, and Telegram's smaller thumbnails come before it. */
 export interface PhotoMessageOptions extends MediaMessageOptions {
   readonly width?: number
   readonly height?: number
@@ -45,13 +50,75 @@ export interface DocumentMessageOptions extends MediaMessageOptions {
   readonly mimeType?: string
 }
 
+/** A music file; performer, title and file name appear only when given, as the sender's tags decide. */
+export interface AudioMessageOptions extends MediaMessageOptions {
+  readonly durationS?: number
+  readonly performer?: string
+  readonly title?: string
+  readonly fileName?: string
+  readonly mimeType?: string
+}
+
+export interface VideoMessageOptions extends MediaMessageOptions {
+  readonly width?: number
+  readonly height?: number
+  readonly durationS?: number
+  readonly fileName?: string
+  readonly mimeType?: string
+}
+
+/** A round video message; Telegram allows it no caption. */
+export interface VideoNoteMessageOptions extends FileMessageOptions {
+  /** Its width and height in pixels (the video is square, shown round). */
+  readonly length?: number
+  readonly durationS?: number
+}
+
+/** A user's edit of a message they sent earlier. */
+export interface MessageEditOptions {
+  readonly chatId: number
+  readonly messageId: number
+  /** The new text; a media message (photo, video, …) gets it as its new caption. */
+  readonly text: string
+}
+
 // The sender in groups when a test names none: a stable, ordinary user.
 const GROUP_SENDER: User = { id: 700_000_001, is_bot: false, first_name: 'Tester', username: 'tester', language_code: 'en' }
 const DEFAULT_PHOTO_SIZE = { width: 1280, height: 960 } as const
+// The longest side of the thumbnails Telegram makes of a photo (its "s", "m" and "x" sizes).
+const PHOTO_THUMBNAIL_SIDES = [90, 320, 800] as const
 const DEFAULT_VOICE_DURATION_S = 3
+const DEFAULT_AUDIO_DURATION_S = 180
+const DEFAULT_VIDEO = { width: 1280, height: 720, durationS: 10 } as const
+const DEFAULT_VIDEO_NOTE = { length: 384, durationS: 10 } as const
+const FILE_EXTENSION_PATTERN = /\.([A-Za-z0-9]{1,16})$/u
 const BOT_COMMAND_PATTERN = /(?<=^|\s)\/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?(?=$|\s)/gu
 
-type MediaFields = Pick<Message, 'photo' | 'voice' | 'document'>
+type FileKind = 'photo' | 'voice' | 'document' | 'audio' | 'video' | 'video_note'
+
+// Where Telegram's file server keeps each kind ("music/file_3.mp3"), and the extension when no file name says.
+const FILE_LAYOUT: Readonly<Record<FileKind, { readonly folder: string; readonly extension: string }>> = {
+  photo: { folder: 'photos', extension: 'jpg' },
+  voice: { folder: 'voice', extension: 'oga' },
+  document: { folder: 'documents', extension: 'bin' },
+  audio: { folder: 'music', extension: 'mp3' },
+  video: { folder: 'videos', extension: 'mp4' },
+  video_note: { folder: 'video_notes', extension: 'mp4' },
+}
+
+// The message fields that carry a caption: a user's edit of such a message changes its caption.
+const CAPTIONED_FIELDS = ['photo', 'voice', 'document', 'audio', 'video', 'animation'] as const
+
+type FileFields = { file_id: string; file_unique_id: string; file_size: number }
+type MediaFields = Pick<Message, 'photo' | 'voice' | 'document' | 'audio' | 'video'>
+
+interface FileSpec {
+  readonly kind: FileKind
+  readonly fileId?: string
+  readonly bytes?: Buffer
+  readonly fileSize?: number
+  readonly fileName?: string
+}
 
 /** Builds the updates a user's actions produce, with ids and files as Telegram would assign them. */
 export class UpdateBuilder {
@@ -67,32 +134,98 @@ export class UpdateBuilder {
   }
 
   text(options: TextMessageOptions): Update {
-    const entities = botCommands(options.text)
-    return this.#pushMessage(options, { text: options.text, ...(entities.length === 0 ? {} : { entities }) })
+    return this.#pushMessage(options, textContent(options.text))
   }
 
   photo(options: PhotoMessageOptions): Update {
-    const file = this.#addFile('photo', options, 'jpg')
-    const size: PhotoSize = {
-      ...file,
-      width: options.width ?? DEFAULT_PHOTO_SIZE.width,
-      height: options.height ?? DEFAULT_PHOTO_SIZE.height,
-    }
-    return this.#pushMedia(options, { photo: [size] })
+    const width = options.width ?? DEFAULT_PHOTO_SIZE.width
+    const height = options.height ?? DEFAULT_PHOTO_SIZE.height
+    const original: PhotoSize = { ...this.#addFile({ kind: 'photo', ...options }), width, height }
+    const longest = Math.max(width, height)
+    const thumbnails = PHOTO_THUMBNAIL_SIDES.filter((side) => side < longest).map((side): PhotoSize => {
+      const scale = side / longest
+      const file = this.#addFile({ kind: 'photo', fileId: `${original.file_id}-${side}` })
+      return { ...file, width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) }
+    })
+    // Smallest first, the original last: services take photo.at(-1) for the best quality.
+    return this.#pushMedia(options, { photo: [...thumbnails, original] })
   }
 
   voice(options: VoiceMessageOptions): Update {
-    const file = this.#addFile('voice', options, 'oga')
+    const file = this.#addFile({ kind: 'voice', ...options })
     const voice: Voice = { ...file, duration: options.durationS ?? DEFAULT_VOICE_DURATION_S, mime_type: 'audio/ogg' }
     return this.#pushMedia(options, { voice })
   }
 
   document(options: DocumentMessageOptions): Update {
     const fileName = options.fileName ?? 'document.txt'
-    const extension = fileName.includes('.') ? (fileName.split('.').pop() ?? 'bin') : 'bin'
-    const file = this.#addFile('document', options, extension)
+    const file = this.#addFile({ kind: 'document', ...options, fileName })
     const document: Document = { ...file, file_name: fileName, mime_type: options.mimeType ?? 'application/octet-stream' }
     return this.#pushMedia(options, { document })
+  }
+
+  audio(options: AudioMessageOptions): Update {
+    const audio: Audio = {
+      ...this.#addFile({ kind: 'audio', ...options }),
+      duration: options.durationS ?? DEFAULT_AUDIO_DURATION_S,
+      ...(options.performer === undefined ? {} : { performer: options.performer }),
+      ...(options.title === undefined ? {} : { title: options.title }),
+      ...(options.fileName === undefined ? {} : { file_name: options.fileName }),
+      mime_type: options.mimeType ?? 'audio/mpeg',
+    }
+    return this.#pushMedia(options, { audio })
+  }
+
+  video(options: VideoMessageOptions): Update {
+    const video: Video = {
+      ...this.#addFile({ kind: 'video', ...options }),
+      width: options.width ?? DEFAULT_VIDEO.width,
+      height: options.height ?? DEFAULT_VIDEO.height,
+      duration: options.durationS ?? DEFAULT_VIDEO.durationS,
+      ...(options.fileName === undefined ? {} : { file_name: options.fileName }),
+      mime_type: options.mimeType ?? 'video/mp4',
+    }
+    return this.#pushMedia(options, { video })
+  }
+
+  videoNote(options: VideoNoteMessageOptions): Update {
+    const videoNote: VideoNote = {
+      ...this.#addFile({ kind: 'video_note', ...options }),
+      length: options.length ?? DEFAULT_VIDEO_NOTE.length,
+      duration: options.durationS ?? DEFAULT_VIDEO_NOTE.durationS,
+    }
+    return this.#pushMessage(options, { video_note: videoNote })
+  }
+
+  /** The user edits a message of theirs: Telegram sends the whole message again with edit_date. */
+  edit(options: MessageEditOptions): Update {
+    const message = this.#chats.find(options.chatId)?.messages.get(options.messageId)
+    const where = `message ${options.messageId} in chat ${options.chatId}`
+    if (message === undefined) {
+      throw new TypeError(`editUserMessage: ${where} is not known; edit one a user sent (e.g. sendText(…).message.message_id)`)
+    }
+    if (message.from?.is_bot) {
+      throw new TypeError(`editUserMessage: ${where} was sent by a bot; users edit their own messages (the bot uses editMessageText)`)
+    }
+    if (options.text === '') throw new TypeError(`editUserMessage: the new text of ${where} is empty; Telegram refuses empty edits`)
+    const edited: Message = { ...message, edit_date: unixNow() }
+    if (message.text !== undefined) {
+      if (message.text === options.text) {
+        throw new TypeError(`editUserMessage: ${where} already says "${options.text}"; Telegram sends no update for an unchanged edit`)
+      }
+      delete edited.entities
+      Object.assign(edited, textContent(options.text))
+    } else if (CAPTIONED_FIELDS.some((field) => message[field] !== undefined)) {
+      if (message.caption === options.text) {
+        throw new TypeError(`editUserMessage: ${where} already has the caption "${options.text}"; Telegram sends no update for an unchanged edit`)
+      }
+      delete edited.caption_entities
+      edited.caption = options.text
+    } else {
+      throw new TypeError(`editUserMessage: ${where} has neither text nor a caption to edit`)
+    }
+    const update = edited.chat.type === 'channel' ? { edited_channel_post: edited } : { edited_message: edited }
+    return this.#push(update as NewUpdate)
   }
 
   #pushMedia(options: MediaMessageOptions, media: MediaFields): Update {
@@ -125,16 +258,18 @@ export class UpdateBuilder {
     return this.#push(update as NewUpdate)
   }
 
-  #addFile(kind: string, options: MediaMessageOptions, extension: string): { file_id: string; file_unique_id: string; file_size: number } {
+  // Registers the file for getFile and the file server; returns the fields every file object shares.
+  #addFile(spec: FileSpec): FileFields {
     this.#fileCount += 1
-    const fileId = options.fileId ?? `emu-${kind}-${this.#fileCount}`
-    const bytes = options.bytes ?? Buffer.from(`emulated ${kind} #${this.#fileCount}\n`)
+    const layout = FILE_LAYOUT[spec.kind]
+    const fileId = spec.fileId ?? `emu-${spec.kind}-${this.#fileCount}`
+    const bytes = spec.bytes ?? Buffer.from(`emulated ${spec.kind} #${this.#fileCount}\n`)
     const info = this.#files.add({
       file_id: fileId,
       file_unique_id: `u-${fileId}`,
       bytes,
-      file_path: `${kind}s/file_${this.#fileCount}.${extension}`,
-      ...(options.fileSize === undefined ? {} : { file_size: options.fileSize }),
+      file_path: `${layout.folder}/file_${this.#fileCount}.${extensionOf(spec.fileName) ?? layout.extension}`,
+      ...(spec.fileSize === undefined ? {} : { file_size: spec.fileSize }),
     })
     return { file_id: info.file_id, file_unique_id: info.file_unique_id, file_size: info.file_size ?? bytes.length }
   }
@@ -155,4 +290,15 @@ function botCommands(text: string): MessageEntity[] {
     offset: match.index,
     length: match[0].length,
   }))
+}
+
+// A text message's content: the text, and the bot commands Telegram marks in it.
+function textContent(text: string): Pick<Message, 'text' | 'entities'> {
+  const entities = botCommands(text)
+  return { text, ...(entities.length === 0 ? {} : { entities }) }
+}
+
+// Only a plain extension, so a hostile file name ("../../etc/passwd") never shapes the file path.
+function extensionOf(fileName: string | undefined): string | undefined {
+  return fileName === undefined ? undefined : FILE_EXTENSION_PATTERN.exec(fileName)?.[1]
 }

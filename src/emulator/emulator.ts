@@ -2,12 +2,24 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Chat, File, Message, Update, UserFromGetMe, WebhookInfo } from 'grammy/types'
-import { ApiError, INTERNAL_SERVER_ERROR, NOT_FOUND, REACTION_INVALID, UNAUTHORIZED, tooManyRequests } from './api-error.js'
+import {
+  ApiError,
+  ENTITIES_REJECTED,
+  INTERNAL_SERVER_ERROR,
+  NOT_FOUND,
+  REACTION_INVALID,
+  UNAUTHORIZED,
+  tooManyRequests,
+} from './api-error.js'
 import {
   UpdateBuilder,
+  type AudioMessageOptions,
   type DocumentMessageOptions,
+  type MessageEditOptions,
   type PhotoMessageOptions,
   type TextMessageOptions,
+  type VideoMessageOptions,
+  type VideoNoteMessageOptions,
   type VoiceMessageOptions,
 } from './builders.js'
 import { ChatDirectory, type ChatSettings } from './chats.js'
@@ -199,7 +211,7 @@ export class BotApiEmulator {
     return this.#builder.text(options)
   }
 
-  /** A user sends a photo (registered for getFile/download) with an optional caption. */
+  /** A user sends a photo in Telegram's sizes, smallest first (each registered for getFile/download), with an optional caption. */
   sendPhoto(options: PhotoMessageOptions): Update {
     return this.#builder.photo(options)
   }
@@ -212,6 +224,29 @@ export class BotApiEmulator {
   /** A user sends a document (registered for getFile/download) with an optional caption. */
   sendDocument(options: DocumentMessageOptions): Update {
     return this.#builder.document(options)
+  }
+
+  /** A user sends a music file (registered for getFile/download) with an optional caption. */
+  sendAudio(options: AudioMessageOptions): Update {
+    return this.#builder.audio(options)
+  }
+
+  /** A user sends a video (registered for getFile/download) with an optional caption. */
+  sendVideo(options: VideoMessageOptions): Update {
+    return this.#builder.video(options)
+  }
+
+  /** A user sends a round video message (registered for getFile/download); these never have a caption. */
+  sendVideoNote(options: VideoNoteMessageOptions): Update {
+    return this.#builder.videoNote(options)
+  }
+
+  /**
+   * A user edits a message they sent (its text, or a media message's caption); pushes the
+   * edited_message update (edited_channel_post in a channel) with edit_date, subject to allowed_updates.
+   */
+  editUserMessage(options: MessageEditOptions): Update {
+    return this.#builder.edit(options)
   }
 
   /** Makes a chat known (or updates it), e.g. to restrict its allowed reactions. */
@@ -232,6 +267,7 @@ export class BotApiEmulator {
     this.#faults.add(method, fault, options)
   }
 
+  /** Disarms every fault, whatever its remaining `times`. */
   clearFaults(): void {
     this.#faults.clear()
   }
@@ -385,7 +421,7 @@ export class BotApiEmulator {
 
   // Applies armed faults; true when the call was answered (or dropped) by one.
   async #misbehave(method: string, request: IncomingMessage, response: ServerResponse, call: PendingCall): Promise<boolean> {
-    const verdict = this.#faults.take(method)
+    const verdict = this.#faults.take(method, call.params)
     if (verdict === undefined) return false
     if (verdict.delayMs > 0) await this.#stall(verdict.delayMs)
     const failure = verdict.failure
@@ -464,6 +500,8 @@ function faultError(fault: Exclude<FailureFault, { kind: 'refuse' }>): ApiError 
       return INTERNAL_SERVER_ERROR()
     case 'reaction_invalid':
       return REACTION_INVALID()
+    case 'entities_rejected':
+      return ENTITIES_REJECTED()
   }
 }
 

@@ -1,21 +1,23 @@
-import { isRecord } from './params.js'
+import { isRecord, type Params } from './params.js'
 
 /**
  * A way a Bot API call can go wrong on purpose: answer late, answer 429/500/REACTION_INVALID, or
- * drop the connection without an answer.
+ * drop the connection without an answer. `entities_rejected` answers "can't parse entities" and
+ * hits only calls that carry parse_mode or entities, so the same call sent as plain text succeeds.
  */
 export type Fault =
   | { readonly kind: 'latency'; readonly ms: number }
   | { readonly kind: 'rate_limit'; readonly retryAfter: number }
   | { readonly kind: 'server_error' }
   | { readonly kind: 'reaction_invalid' }
+  | { readonly kind: 'entities_rejected' }
   | { readonly kind: 'refuse' }
 
 /** A fault that replaces the answer (everything but latency). */
 export type FailureFault = Exclude<Fault, { kind: 'latency' }>
 
 export interface FaultOptions {
-  /** How many matching calls the fault hits; unset means until clearFaults(). */
+  /** How many calls the fault hits (a call it leaves alone does not count); unset means until clearFaults(). */
   readonly times?: number
 }
 
@@ -28,7 +30,16 @@ export interface FaultVerdict {
 /** `'*'` matches every method, including file downloads. */
 export const ANY_METHOD = '*'
 
-const FAULT_KINDS: ReadonlySet<Fault['kind']> = new Set(['latency', 'rate_limit', 'server_error', 'reaction_invalid', 'refuse'])
+// Each kind as a caller writes it: what parseFault accepts and what its error lists, from one table.
+const FAULT_SHAPES: Readonly<Record<Fault['kind'], string>> = {
+  latency: "{kind: 'latency', ms}",
+  rate_limit: "{kind: 'rate_limit', retryAfter}",
+  server_error: "{kind: 'server_error'}",
+  reaction_invalid: "{kind: 'reaction_invalid'}",
+  entities_rejected: "{kind: 'entities_rejected'}",
+  refuse: "{kind: 'refuse'}",
+}
+const FORMATTING_PARAMS = ['parse_mode', 'entities', 'caption_entities'] as const
 
 interface ArmedFault {
   readonly method: string
@@ -56,8 +67,8 @@ export class FaultTable {
     this.#armed = []
   }
 
-  /** Consumes the faults matching `method` (any case) and says what they do to this call. */
-  take(method: string): FaultVerdict | undefined {
+  /** Consumes the faults matching `method` (any case) and this call's params; says what they do to it. */
+  take(method: string, params: Params): FaultVerdict | undefined {
     if (this.#armed.length === 0) return undefined
     const key = method.toLowerCase()
     let delayMs = 0
@@ -65,6 +76,7 @@ export class FaultTable {
     let fired = false
     for (const armed of this.#armed) {
       if (armed.method !== ANY_METHOD && armed.method !== key) continue
+      if (armed.fault.kind === 'entities_rejected' && !carriesFormatting(params)) continue
       if (armed.fault.kind === 'latency') {
         delayMs += armed.fault.ms
       } else if (failure === undefined) {
@@ -83,11 +95,8 @@ export class FaultTable {
 
 /** Checks a fault that came from outside (the control API); throws a TypeError quoting it. */
 export function parseFault(value: unknown): Fault {
-  if (!isRecord(value) || typeof value['kind'] !== 'string' || !FAULT_KINDS.has(value['kind'] as Fault['kind'])) {
-    throw new TypeError(
-      `A fault must be {kind: 'latency', ms} | {kind: 'rate_limit', retryAfter} | {kind: 'server_error'} | ` +
-        `{kind: 'reaction_invalid'} | {kind: 'refuse'}; got ${JSON.stringify(value)}`,
-    )
+  if (!isRecord(value) || typeof value['kind'] !== 'string' || !Object.hasOwn(FAULT_SHAPES, value['kind'])) {
+    throw new TypeError(`A fault must be ${Object.values(FAULT_SHAPES).join(' | ')}; got ${JSON.stringify(value)}`)
   }
   const fault = value as Fault
   validateFault(fault)
@@ -101,4 +110,13 @@ function validateFault(fault: Fault): void {
   if (fault.kind === 'rate_limit' && !(Number.isSafeInteger(fault.retryAfter) && fault.retryAfter > 0)) {
     throw new TypeError(`A rate_limit fault needs retryAfter as whole seconds ≥ 1; got ${JSON.stringify(fault)}`)
   }
+}
+
+// parse_mode, or a non-empty entities list: what a plain-text fallback leaves out.
+function carriesFormatting(params: Params): boolean {
+  return FORMATTING_PARAMS.some((name) => {
+    const value = params[name]
+    if (value === undefined || value === null || value === '' || value === '[]') return false
+    return !(Array.isArray(value) && value.length === 0)
+  })
 }

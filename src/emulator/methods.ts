@@ -139,8 +139,8 @@ const HANDLERS: Record<string, MethodHandler> = {
     const markup = readInlineKeyboard(params)
     const unchanged =
       text === message.text &&
-      JSON.stringify(entities) === JSON.stringify(message.entities ?? []) &&
-      JSON.stringify(markup) === JSON.stringify(message.reply_markup)
+      canonicalJson(entities) === canonicalJson(message.entities ?? []) &&
+      canonicalJson(markup) === canonicalJson(message.reply_markup)
     if (unchanged) throw badRequest(NOT_MODIFIED)
     const edited: Message = { ...message, text, edit_date: unixNow() }
     delete edited.entities
@@ -160,6 +160,8 @@ const HANDLERS: Record<string, MethodHandler> = {
 
   sendChatAction: (params, { chats }) => {
     findChat(params, chats)
+    // Read only to refuse a malformed one; the emulator shows no typing indicator to anyone.
+    optionalInteger(params, 'message_thread_id')
     const action = optionalString(params, 'action')
     if (action === undefined || action === '') throw badRequest('action is empty')
     if (!CHAT_ACTIONS.has(action)) throw badRequest('wrong parameter action in request')
@@ -255,6 +257,13 @@ function isHttpUrl(value: string): boolean {
   } catch {
     return false
   }
+}
+
+// JSON with object keys sorted, so {type, offset, length} and {offset, length, type} compare equal.
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, field: unknown) =>
+    isRecord(field) ? Object.fromEntries(Object.entries(field).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : field,
+  )
 }
 
 /** Telegram's clock: whole seconds since the epoch. */
