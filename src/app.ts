@@ -86,7 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       metrics.updates.inc(
         receipt.outcome === 'rejected' ? { outcome: 'rejected', reason: reasonOf(undefined, receipt.status) } : { outcome: receipt.outcome },
       )
-      if (receipt.status === 200) return reply.code(200).send()
+      if (receipt.status === 200) return reply.code(200).send(receipt.webhookReply)
       return reply.code(receipt.status).send({ error: receipt.detail })
     },
   )
@@ -130,7 +130,7 @@ export function healthReport({ coordinator, inbox, loopDelay, config }: AppDeps)
     status,
     uptime_s: Math.round((now - coordinator.startedAt) / 1000),
     event_loop_delay_ms: loopDelayMs,
-    brains: { running: dispatcher.running, limit: config.maxConcurrentBrains, oldest_running_s: ageS(running[0]?.since) },
+    brains: { running: dispatcher.running, limit: config.maxConcurrentBrains, oldest_running_s: ageS(running[0]?.runningSince) },
     queue: { pending: dispatcher.queued, chats: dispatcher.chats, oldest_pending_s: ageS(store.oldestQueuedAt) },
     store: {
       kind: store.kind,

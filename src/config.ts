@@ -18,6 +18,13 @@ export interface Config {
   readonly stateDir: string
   readonly lockDir: string
   readonly ackEmoji: ReactionEmoji
+  readonly ackMode: AckMode
+  /** The reaction that replaces the receipt one when a message is finished; undefined leaves the receipt. */
+  readonly reactions: OutcomeReactions
+  /** What happens to a message that arrives while its chat's brain runs. */
+  readonly busyMode: BusyMode
+  /** Whether an edited message is ignored or queued for the brain as a new message. */
+  readonly edits: EditsMode
   readonly logLevel: LogLevel
   /** 'sqlite' keeps the inbox on disk (the default); 'memory' trades durability for nothing. */
   readonly inbox: 'sqlite' | 'memory'
@@ -26,12 +33,38 @@ export interface Config {
 
 export interface BrainConfig {
   readonly argv: readonly [string, ...string[]]
+  /** What the brain reads on stdin: the JSON envelope, or just the message text (prompt-on-stdin CLIs). */
+  readonly input: BrainInput
   readonly cwd: string
   readonly envAllow: readonly string[]
   readonly timeoutMs: number
   readonly messageBudgetMs: number
   readonly killGraceMs: number
 }
+
+export interface OutcomeReactions {
+  readonly done: ReactionEmoji | undefined
+  readonly failed: ReactionEmoji | undefined
+  readonly timedOut: ReactionEmoji | undefined
+}
+
+/**
+ * `queue`: each message gets its own run, in order. `collect`: what arrived during a run goes into
+ * one next run. `interrupt`: a new message stops the running brain; the next run gets everything.
+ */
+export const BUSY_MODES = ['queue', 'collect', 'interrupt'] as const
+export type BusyMode = (typeof BUSY_MODES)[number]
+export const BRAIN_INPUTS = ['json', 'text'] as const
+export type BrainInput = (typeof BRAIN_INPUTS)[number]
+/**
+ * `api`: the receipt reaction is its own Bot API call (failures visible, the default).
+ * `webhook-reply`: it rides in the webhook's 200 body, as the Bot API allows: no outbound request,
+ * but no error either when Telegram refuses it.
+ */
+export const ACK_MODES = ['api', 'webhook-reply'] as const
+export type AckMode = (typeof ACK_MODES)[number]
+export const EDITS_MODES = ['ignore', 'queue'] as const
+export type EditsMode = (typeof EDITS_MODES)[number]
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -48,6 +81,13 @@ export const DEFAULTS = {
   shutdownGraceS: 30,
   stateDir: './var',
   ackEmoji: '👀',
+  reactionDone: '👍',
+  reactionFailed: '💔',
+  reactionTimeout: '🥱',
+  busyMode: 'queue',
+  brainInput: 'json',
+  ackMode: 'api',
+  edits: 'ignore',
   logLevel: 'info',
   inboxRetentionH: 72,
 } as const
@@ -84,6 +124,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
 
   const brain: BrainConfig = {
     argv: readBrainCommand(read, cwd),
+    input: oneOf(read, 'BRAIN_INPUT', BRAIN_INPUTS, DEFAULTS.brainInput),
     cwd: path.resolve(cwd, read('BRAIN_CWD') ?? stateDir),
     envAllow: readEnvAllow(read),
     timeoutMs,
@@ -96,10 +137,14 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     throw new ConfigError('WEBHOOK_PATH', `must be a URL path starting with / (letters, digits, . _ ~ - /); got "${webhookPath}"`)
   }
 
-  const ackEmojiRaw = read('ACK_EMOJI') ?? DEFAULTS.ackEmoji
-  const ackEmoji = toReaction(ackEmojiRaw)
-  if (!ackEmoji) {
-    throw new ConfigError('ACK_EMOJI', `must be an emoji Telegram allows as a reaction (such as 👀 👍 🔥 🤔); got "${ackEmojiRaw}"`)
+  const ackEmoji = reaction(read, 'ACK_EMOJI', DEFAULTS.ackEmoji)
+  // Unlike other variables, an empty value means something here: keep the receipt reaction.
+  const outcomeReaction = (name: string, fallback: ReactionEmoji): ReactionEmoji | undefined =>
+    env[name] !== undefined && env[name]?.trim() === '' ? undefined : reaction(read, name, fallback)
+  const reactions: OutcomeReactions = {
+    done: outcomeReaction('REACTION_DONE', DEFAULTS.reactionDone),
+    failed: outcomeReaction('REACTION_FAILED', DEFAULTS.reactionFailed),
+    timedOut: outcomeReaction('REACTION_TIMEOUT', DEFAULTS.reactionTimeout),
   }
 
   const logLevel = read('LOG_LEVEL') ?? DEFAULTS.logLevel
@@ -126,6 +171,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     stateDir,
     lockDir,
     ackEmoji,
+    ackMode: oneOf(read, 'ACK_MODE', ACK_MODES, DEFAULTS.ackMode),
+    reactions,
+    busyMode: oneOf(read, 'BUSY_MODE', BUSY_MODES, DEFAULTS.busyMode),
+    edits: oneOf(read, 'EDITS', EDITS_MODES, DEFAULTS.edits),
     logLevel: logLevel as LogLevel,
     inbox,
     inboxRetentionMs: seconds(read, 'INBOX_RETENTION_H', DEFAULTS.inboxRetentionH, { min: 24, unit: 3600 }),
@@ -137,6 +186,11 @@ export type TelegramSettings = Pick<Config, 'botToken' | 'webhookSecret' | 'apiR
 /** Just the settings the webhook commands need (set-webhook, webhook-info, delete-webhook). */
 export function loadTelegramSettings(env: Env = process.env): TelegramSettings {
   return readTelegramSettings(reader(env))
+}
+
+/** EDITS alone, for set-webhook's allowed_updates. */
+export function loadEditsMode(env: Env = process.env): EditsMode {
+  return oneOf(reader(env), 'EDITS', EDITS_MODES, DEFAULTS.edits)
 }
 
 /** STATE_DIR alone, for commands that only read the inbox. */
@@ -252,6 +306,22 @@ function defaultLockDir(read: Read, stateDir: string): string {
   const xdg = read('XDG_RUNTIME_DIR')
   if (xdg) return path.join(xdg, 'coordinator')
   return path.join(stateDir, 'locks')
+}
+
+function reaction(read: Read, name: string, fallback: ReactionEmoji): ReactionEmoji {
+  const text = read(name)
+  if (text === undefined) return fallback
+  const emoji = toReaction(text)
+  if (!emoji) throw new ConfigError(name, `must be an emoji Telegram allows as a reaction (such as 👀 👍 🔥 🤔 💔 🥱); got "${text}"`)
+  return emoji
+}
+
+function oneOf<T extends string>(read: Read, name: string, choices: readonly T[], fallback: T): T {
+  const text = read(name) ?? fallback
+  if (!(choices as readonly string[]).includes(text)) {
+    throw new ConfigError(name, `must be one of ${choices.join(', ')}; got "${text}"`)
+  }
+  return text as T
 }
 
 interface Bounds {

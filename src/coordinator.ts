@@ -1,8 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { answerCommand, type CommandAnswer } from './chat-commands.js'
 import { classifyUpdate, type IncomingMessage } from './intake.js'
 import { InboxWriteError, type StoredMessage } from './store/inbox.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
 import { createMessageWork, deliver, type WorkerDeps } from './dispatch/worker.js'
+import { mediaDir, removeMedia } from './telegram/media.js'
 
 // A message a restart interrupted this often is failed instead of run again (a crash loop guard).
 const MAX_INTERRUPTIONS = 3
@@ -18,6 +20,8 @@ export interface Receipt {
   readonly status: 200 | 400 | 503
   readonly outcome: 'accepted' | 'duplicate' | 'ignored' | 'rejected'
   readonly detail?: string
+  /** A Bot API call to return in the 200 body (ACK_MODE=webhook-reply: the receipt reaction). */
+  readonly webhookReply?: Record<string, unknown>
 }
 
 /** What the coordinator is made of: exactly what its messages' work needs. */
@@ -32,6 +36,8 @@ export class Coordinator {
   readonly startedAt = Date.now()
   lastUpdateAt: number | undefined
   #deps: CoordinatorDeps
+  // Learnt at start (getMe), so that "/status@OtherBot" in a group is left to the other bot.
+  #botUsername: string | undefined
   #timers: NodeJS.Timeout[] = []
   #draining = false
 
@@ -52,7 +58,11 @@ export class Coordinator {
   receive(body: unknown, receivedAt = Date.now()): Receipt {
     const { config, inbox, log } = this.#deps
     if (this.#draining) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
-    const intake = classifyUpdate(body, (chatId) => config.allowedChats === 'all' || config.allowedChats.has(chatId))
+    const intake = classifyUpdate(body, {
+      isAllowedChat: (chatId) => config.allowedChats === 'all' || config.allowedChats.has(chatId),
+      edits: config.edits,
+      botUsername: this.#botUsername,
+    })
     if (intake.kind === 'invalid') return { status: 400, outcome: 'rejected', detail: intake.problem }
     this.lastUpdateAt = receivedAt
     if (intake.kind === 'ignored') {
@@ -69,12 +79,20 @@ export class Coordinator {
       receivedAt,
     }
     const messageLog = log.child({ update_id: updateId, chat_id: message.chatId })
+    // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
+    let answer: (CommandAnswer & { readonly what: string }) | undefined
+    if (intake.kind === 'command') {
+      const { dispatcher } = this
+      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${intake.command.name} failed`)
+      const context = { chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError }
+      answer = { ...answerCommand(intake.command, context), what: `/${intake.command.name}` }
+    } else if (intake.kind === 'unsupported') {
+      const what = intake.what.replaceAll('_', ' ')
+      answer = { reply: `Sorry, I can't handle ${what}: please send text, a photo, a voice note or a file.`, what }
+    }
     let seq: number | 'duplicate'
     try {
-      seq =
-        intake.kind === 'message'
-          ? inbox.accept(stored)
-          : inbox.acceptAnswered(stored, `Sorry, I can't handle ${intake.what.replaceAll('_', ' ')} yet: please send text.`)
+      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
     } catch (error) {
       if (!(error instanceof InboxWriteError)) throw error
       messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
@@ -85,16 +103,23 @@ export class Coordinator {
       return { status: 200, outcome: 'duplicate' }
     }
 
-    this.#acknowledge(message, receivedAt, messageLog)
-    if (intake.kind === 'message') {
-      messageLog.info({ seq, chars: message.text.length }, 'message accepted')
+    let webhookReply: Record<string, unknown> | undefined
+    if (answer === undefined) {
+      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
+      else this.#acknowledge(message, receivedAt, messageLog)
+      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
+      // A newer message stops the running brain; the next run takes every message not yet answered.
+      if (config.busyMode === 'interrupt' && this.dispatcher.stop(message.chatId, 'interrupt')) {
+        messageLog.info('running brain interrupted by this message')
+      }
       this.dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
     } else {
-      messageLog.info({ seq, kind: intake.what }, 'unsupported message answered')
+      answer.act?.()
+      messageLog.info({ seq, kind: answer.what }, 'answered by the service')
       const answered = inbox.get(seq) as StoredMessage
       void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
     }
-    return { status: 200, outcome: 'accepted' }
+    return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
   }
 
   /** Fires the receipt reaction; its failure is logged and never touches the work. */
@@ -112,7 +137,13 @@ export class Coordinator {
    * maintenance timers.
    */
   start(): { resumed: number; replies: number } {
-    const { inbox, log } = this.#deps
+    const { inbox, log, telegram } = this.#deps
+    telegram.api.getMe().then(
+      (me) => {
+        this.#botUsername = me.username
+      },
+      (error: unknown) => log.warn({ err: error }, "could not learn the bot's username; commands addressed to any bot are answered"),
+    )
     const recovery = inbox.recover(MAX_INTERRUPTIONS, Date.now())
     const jobs = [...recovery.unfinished, ...recovery.undeliveredReplies].sort((a, b) => a.seq - b.seq)
     for (const message of jobs) this.dispatcher.enqueue(toJob(message))
@@ -144,9 +175,10 @@ export class Coordinator {
     let pruned = 0
     try {
       for (;;) {
-        const batch = inbox.prune(olderThan, PRUNE_BATCH)
-        pruned += batch
-        if (batch < PRUNE_BATCH || this.#draining) break
+        const updateIds = inbox.prune(olderThan, PRUNE_BATCH)
+        pruned += updateIds.length
+        for (const updateId of updateIds) await removeMedia(mediaDir(config.stateDir, updateId))
+        if (updateIds.length < PRUNE_BATCH || this.#draining) break
         await new Promise((resolve) => setImmediate(resolve))
       }
     } catch (error) {
@@ -173,6 +205,16 @@ export class Coordinator {
     }, ms)
     timer.unref()
     this.#timers.push(timer)
+  }
+}
+
+/** The receipt reaction as a webhook reply: the Bot API runs it, but nobody learns whether it worked. */
+function reactionCall(message: IncomingMessage, emoji: string): Record<string, unknown> {
+  return {
+    method: 'setMessageReaction',
+    chat_id: message.chatId,
+    message_id: message.messageId,
+    reaction: [{ type: 'emoji', emoji }],
   }
 }
 

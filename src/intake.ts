@@ -1,10 +1,12 @@
 import type { Message, Update } from 'grammy/types'
+import type { EditsMode } from './config.js'
 
 /** What an authentic webhook body turned out to be. */
 export type Intake =
   | { readonly kind: 'invalid'; readonly problem: string }
   | { readonly kind: 'ignored'; readonly updateId: number; readonly reason: string }
   | { readonly kind: 'message'; readonly updateId: number; readonly message: IncomingMessage }
+  | { readonly kind: 'command'; readonly updateId: number; readonly message: IncomingMessage; readonly command: Command }
   | { readonly kind: 'unsupported'; readonly updateId: number; readonly message: IncomingMessage; readonly what: string }
 
 /** A chat message the service takes in, reduced to what scheduling and replying need. */
@@ -13,17 +15,33 @@ export interface IncomingMessage {
   readonly messageId: number
   readonly threadId: number | undefined
   readonly text: string
+  /** An edited message (EDITS=queue), handed to the brain as a new message. */
+  readonly edited: boolean
   readonly raw: Message
 }
 
-/** Kinds of message content other than text that part of the service can't hand to a brain yet. */
-const MEDIA_KINDS = [
-  'photo',
-  'voice',
-  'audio',
-  'video',
-  'video_note',
-  'document',
+/** The commands the service answers itself, at once, even while the chat's brain is busy. */
+export const SERVICE_COMMANDS = ['status', 'cancel', 'new', 'help'] as const
+export type ServiceCommand = (typeof SERVICE_COMMANDS)[number]
+
+export interface Command {
+  readonly name: ServiceCommand
+  /** What followed the command, trimmed ("all" in "/cancel all"). */
+  readonly args: string
+}
+
+export interface IntakeOptions {
+  readonly isAllowedChat: (chatId: number) => boolean
+  readonly edits: EditsMode
+  /** The bot's username once known: "/status@OtherBot" is then left to the other bot. */
+  readonly botUsername?: string | undefined
+}
+
+/** Content the brain gets as files: downloaded before its run (see telegram/media.ts). */
+const FILE_KINDS = ['photo', 'voice', 'audio', 'video', 'video_note', 'document'] as const
+
+/** Kinds of message content the service can't hand to a brain. */
+const UNSUPPORTED_KINDS = [
   'animation',
   'sticker',
   'location',
@@ -38,7 +56,7 @@ const MEDIA_KINDS = [
  * with an integer update_id) is a client error; an authentic update of an unexpected shape is
  * ignored, because a 4xx would make Telegram hold the chat and re-send it for a day.
  */
-export function classifyUpdate(body: unknown, isAllowedChat: (chatId: number) => boolean): Intake {
+export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsername }: IntakeOptions): Intake {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     return { kind: 'invalid', problem: 'the body must be a JSON object (a Telegram Update)' }
   }
@@ -47,7 +65,9 @@ export function classifyUpdate(body: unknown, isAllowedChat: (chatId: number) =>
     return { kind: 'invalid', problem: 'update_id must be a non-negative integer' }
   }
   const update = body as Update
-  const message = update.message
+  const edited = update.message === undefined && update.edited_message !== undefined
+  if (edited && edits === 'ignore') return { kind: 'ignored', updateId, reason: 'edited message (EDITS=ignore)' }
+  const message = edited ? update.edited_message : update.message
   if (message === undefined) return { kind: 'ignored', updateId, reason: `not a message (${updateKind(update)})` }
   if (!isWellFormed(message)) return { kind: 'ignored', updateId, reason: 'malformed message' }
   if (!isAllowedChat(message.chat.id)) return { kind: 'ignored', updateId, reason: 'chat not allowed' }
@@ -57,13 +77,35 @@ export function classifyUpdate(body: unknown, isAllowedChat: (chatId: number) =>
     messageId: message.message_id,
     threadId: message.is_topic_message === true ? message.message_thread_id : undefined,
     text: message.text ?? message.caption ?? '',
+    edited,
     raw: message,
   }
-  if (typeof message.text === 'string' || typeof message.caption === 'string') {
+  if (typeof message.text === 'string') {
+    const command = edited ? undefined : parseCommand(message.text, botUsername)
+    if (command) return { kind: 'command', updateId, message: incoming, command }
     return { kind: 'message', updateId, message: incoming }
   }
-  const media = MEDIA_KINDS.find((kind) => kind in message)
-  return { kind: 'unsupported', updateId, message: incoming, what: media ?? 'this kind of message' }
+  if (typeof message.caption === 'string' || FILE_KINDS.some((kind) => kind in message)) {
+    return { kind: 'message', updateId, message: incoming }
+  }
+  const unsupported = UNSUPPORTED_KINDS.find((kind) => kind in message)
+  return { kind: 'unsupported', updateId, message: incoming, what: unsupported ?? 'this kind of message' }
+}
+
+/** "/cancel all" or "/status@MyBot" as a service command; anything else (other commands too) is for the brain. */
+export function parseCommand(text: string, botUsername?: string): Command | undefined {
+  const match = /^\/([A-Za-z]+)(?:@([A-Za-z0-9_]+))?(?:\s+([^]*))?$/u.exec(text.trim())
+  if (!match) return undefined
+  const [, name = '', mention, args = ''] = match
+  const command = name.toLowerCase() as ServiceCommand
+  if (!SERVICE_COMMANDS.includes(command)) return undefined
+  if (mention !== undefined && botUsername !== undefined && mention.toLowerCase() !== botUsername.toLowerCase()) return undefined
+  return { name: command, args: args.trim() }
+}
+
+/** The message an update carries (a new one, or an edit). */
+export function messageOf(update: Update): Message | undefined {
+  return update.message ?? update.edited_message
 }
 
 function updateKind(update: Update): string {

@@ -66,9 +66,11 @@ t.test('webhook requests', async (t) => {
   t.test('non-message updates and other message kinds', async (t) => {
     const callbackStatus = (await post(svc.url, JSON.stringify({ update_id: 500, callback_query: { id: 'x', from: { id: 1 }, data: 'y' } }))).status
     t.equal(callbackStatus, 200, 'a callback query is ignored with 200')
-    emu.sendVoice({ chatId: 5550001 })
-    const note = await emu.waitFor((call) => call.method === 'sendMessage' && /can't handle voice/u.test(String(call.params['text'])), { timeoutMs: 10_000 })
-    t.ok(note.ok, 'a voice note gets a short "not supported" reply')
+    emu.pushUpdate({
+      message: { message_id: 90, date: 1_700_000_000, chat: { id: 5550001, type: 'private', first_name: 'T' }, location: { latitude: 1, longitude: 2 } },
+    })
+    const note = await emu.waitFor((call) => call.method === 'sendMessage' && /can't handle location/u.test(String(call.params['text'])), { timeoutMs: 10_000 })
+    t.ok(note.ok, 'a location gets a short "not supported" reply')
   })
 
   t.test('the healthz document', async (t) => {

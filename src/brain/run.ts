@@ -228,6 +228,8 @@ function logReaped(log: FastifyBaseLogger, attempt: BrainAttempt, stdoutBytes = 
       outcome: attempt.outcome,
       stdout_bytes: stdoutBytes,
       stdout_truncated: attempt.stdoutTruncated,
+      // The brain's last word (an error, or a summary such as the Claude adapter's cost line).
+      stderr_last: attempt.stderrTail.trim().split('\n').at(-1)?.slice(0, LOGGED_LINE_CHARS) || undefined,
     },
     'child reaped',
   )

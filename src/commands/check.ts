@@ -6,7 +6,7 @@ import type { UserFromGetMe, WebhookInfo } from 'grammy/types'
 import { loadConfig, type Config } from '../config.js'
 import { BrainCommandError, checkBrainCommand } from '../brain/preflight.js'
 import { INBOX_FILE, SqliteInbox } from '../store/sqlite.js'
-import { HANDLED_UPDATES } from '../telegram/updates.js'
+import { handledUpdates } from '../telegram/updates.js'
 import { commandApi, describeTelegramFailure, isBadToken } from './telegram-api.js'
 import { UsageError } from './usage.js'
 import { ago, when } from './webhook.js'
@@ -146,7 +146,7 @@ async function checkWebhook(api: Api, config: Config, expectedUrl: string | unde
     return [{ ok: false, what, detail: `${url} has the path ${registered?.pathname ?? '?'}, but the service listens on WEBHOOK_PATH ${config.webhookPath}; ${setIt}` }]
   }
   const allowed = info.allowed_updates
-  const missing = allowed === undefined || allowed.length === 0 ? [] : HANDLED_UPDATES.filter((kind) => !allowed.includes(kind))
+  const missing = allowed === undefined || allowed.length === 0 ? [] : handledUpdates(config.edits).filter((kind) => !allowed.includes(kind))
   if (missing.length > 0) {
     return [{ ok: false, what, detail: `${url} does not receive ${missing.join(', ')} updates (allowed_updates: ${allowed?.join(', ')}); ${setIt}` }]
   }

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import type { WebhookInfo } from 'grammy/types'
-import { loadTelegramSettings } from '../config.js'
-import { HANDLED_UPDATES } from '../telegram/updates.js'
+import { loadEditsMode, loadTelegramSettings } from '../config.js'
+import { handledUpdates } from '../telegram/updates.js'
 import { callTelegram, commandApi } from './telegram-api.js'
 import { UsageError } from './usage.js'
 import { DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_RANGE, TELEGRAM_WEBHOOK_PORTS } from './webhook-settings.js'
@@ -12,7 +12,8 @@ const DEFAULT_ALLOWED_UPDATES = 'all but chat_member, message_reaction, message_
 /**
  * `coordinator set-webhook --url https://… [--drop-pending] [--max-connections N] [--allow-http]`:
  * registers the webhook with the secret from TELEGRAM_WEBHOOK_SECRET and allowed_updates set to
- * what the service handles, so Telegram neither sends nor holds anything else.
+ * what the service handles (edited messages with EDITS=queue), so Telegram neither sends nor holds
+ * anything else.
  */
 export async function setWebhookCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -32,17 +33,18 @@ export async function setWebhookCommand(args: string[]): Promise<number> {
   const url = webhookUrl(values.url, values['allow-http'])
   const maxConnections = maxConnectionsOf(values['max-connections'])
   const settings = loadTelegramSettings()
+  const updates = handledUpdates(loadEditsMode())
   const dropPending = values['drop-pending']
   await callTelegram(settings, () =>
     commandApi(settings).setWebhook(url, {
       secret_token: settings.webhookSecret,
-      allowed_updates: [...HANDLED_UPDATES],
+      allowed_updates: updates,
       max_connections: maxConnections,
       drop_pending_updates: dropPending,
     }),
   )
   process.stdout.write(
-    `webhook set: ${url} (updates: ${HANDLED_UPDATES.join(', ')}; up to ${maxConnections} connections; ` +
+    `webhook set: ${url} (updates: ${updates.join(', ')}; up to ${maxConnections} connections; ` +
       `${dropPending ? 'pending updates dropped' : 'pending updates kept'})\n`,
   )
   return 0

@@ -8,8 +8,11 @@ export interface Job {
   readonly receivedAt: number
 }
 
-/** Why a running brain is being stopped. */
-export type StopReason = 'cancel' | 'shutdown'
+/**
+ * Why a job is being stopped: the user's /cancel, the service stopping, or (BUSY_MODE=interrupt) a
+ * newer message in the chat.
+ */
+export type StopReason = 'cancel' | 'shutdown' | 'interrupt'
 
 /** A job's slot was never granted because the job was stopped first (see {@link StopReason}). */
 export class JobStopped extends Error {
@@ -30,15 +33,23 @@ export type Work = (job: Job, context: WorkContext) => Promise<void>
 
 export interface WorkContext {
   inSlot<T>(run: () => Promise<T>): Promise<T>
-  /** Aborted with a StopReason when the user cancels or the service stops. */
+  /** Aborted with a StopReason when the user cancels, a newer message interrupts, or the service stops. */
   readonly signal: AbortSignal
+  /** The outcome is decided (only the reply is left to send): the job can no longer be stopped. */
+  settle(): void
 }
+
+/** What a chat's current job is doing: waiting (for a slot, a retry, its media), running a brain, or replying. */
+export type JobPhase = 'waiting' | 'running' | 'replying'
 
 /** What is running in one chat now. */
 export interface RunningJob {
   readonly job: Job
+  /** When the job got its chat's turn. */
   readonly since: number
-  readonly inSlot: boolean
+  /** When its current brain attempt started, while one runs. */
+  readonly runningSince: number | undefined
+  readonly phase: JobPhase
 }
 
 export interface ChatStatus {
@@ -50,7 +61,15 @@ interface Lane {
   readonly queue: PQueue
   // Jobs added and not yet finished, including the one running: the lane is dropped at zero.
   outstanding: number
-  current: { job: Job; since: number; inSlot: boolean; abort: AbortController } | undefined
+  current: Current | undefined
+}
+
+interface Current {
+  readonly job: Job
+  readonly since: number
+  runningSince: number | undefined
+  settled: boolean
+  readonly abort: AbortController
 }
 
 /**
@@ -97,18 +116,18 @@ export class Dispatcher {
     this.#queued--
     if (this.#stopping) return this.#leave(lane, job)
     const abort = new AbortController()
-    const current = { job, since: Date.now(), inSlot: false, abort }
+    const current: Current = { job, since: Date.now(), runningSince: undefined, settled: false, abort }
     lane.current = current
     const inSlot = async <T>(run: () => Promise<T>): Promise<T> => {
       try {
         return await this.#slots.add(
           async () => {
             if (abort.signal.aborted) throw new JobStopped(abort.signal.reason as StopReason)
-            current.inSlot = true
+            current.runningSince = Date.now()
             try {
               return await run()
             } finally {
-              current.inSlot = false
+              current.runningSince = undefined
             }
           },
           { signal: abort.signal },
@@ -118,7 +137,10 @@ export class Dispatcher {
         throw error
       }
     }
-    const work = this.#work(job, { inSlot, signal: abort.signal }).catch(() => {
+    const settle = (): void => {
+      current.settled = true
+    }
+    const work = this.#work(job, { inSlot, signal: abort.signal, settle }).catch(() => {
       // The work reports its own failures; nothing may stop the chat's queue.
     })
     this.#active.add(work)
@@ -135,10 +157,13 @@ export class Dispatcher {
     if (--lane.outstanding === 0) this.#lanes.delete(job.chatId)
   }
 
-  /** Stops the running brain of a chat, if any. Returns the job that was stopped. */
+  /**
+   * Stops a chat's current job (its brain, or its wait for one), unless its outcome is already
+   * decided. Returns the job that was stopped.
+   */
   stop(chatId: number, reason: StopReason): Job | undefined {
     const current = this.#lanes.get(chatId)?.current
-    if (!current || current.abort.signal.aborted) return undefined
+    if (!current || current.settled || current.abort.signal.aborted) return undefined
     current.abort.abort(reason)
     return current.job
   }
@@ -146,11 +171,7 @@ export class Dispatcher {
   chatStatus(chatId: number): ChatStatus {
     const lane = this.#lanes.get(chatId)
     if (!lane) return { running: undefined, queued: 0 }
-    const { current } = lane
-    return {
-      running: current && { job: current.job, since: current.since, inSlot: current.inSlot },
-      queued: lane.queue.size,
-    }
+    return { running: lane.current && describe(lane.current), queued: lane.queue.size }
   }
 
   /** Brains running now (slots in use). */
@@ -172,9 +193,9 @@ export class Dispatcher {
   runningJobs(): RunningJob[] {
     const running: RunningJob[] = []
     for (const lane of this.#lanes.values()) {
-      if (lane.current?.inSlot) running.push({ job: lane.current.job, since: lane.current.since, inSlot: true })
+      if (lane.current?.runningSince !== undefined) running.push(describe(lane.current))
     }
-    return running.sort((a, b) => a.since - b.since)
+    return running.sort((a, b) => (a.runningSince ?? 0) - (b.runningSince ?? 0))
   }
 
   get stopping(): boolean {
@@ -190,12 +211,17 @@ export class Dispatcher {
     this.#stopping = true
     // A job waiting for a slot would only start a brain; stop it now.
     for (const lane of this.#lanes.values()) {
-      if (lane.current && !lane.current.inSlot) lane.current.abort.abort('shutdown' satisfies StopReason)
+      if (lane.current && lane.current.runningSince === undefined) lane.current.abort.abort('shutdown' satisfies StopReason)
     }
     if (await settlesWithin([...this.#active], graceMs)) return
     for (const lane of this.#lanes.values()) lane.current?.abort.abort('shutdown' satisfies StopReason)
     await settlesWithin([...this.#active], afterStopMs)
   }
+}
+
+function describe(current: Current): RunningJob {
+  const phase: JobPhase = current.settled ? 'replying' : current.runningSince === undefined ? 'waiting' : 'running'
+  return { job: current.job, since: current.since, runningSince: current.runningSince, phase }
 }
 
 async function settlesWithin(promises: Promise<unknown>[], ms: number): Promise<boolean> {

@@ -1,20 +1,28 @@
+import fs from 'node:fs'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Message, Update } from 'grammy/types'
 import type { Config } from '../config.js'
+import { messageOf } from '../intake.js'
 import type { Metrics } from '../metrics.js'
-import type { Inbox, Outcome, StoredMessage } from '../store/inbox.js'
-import { buildEnvelope, envelopeEnvironment } from '../brain/envelope.js'
+import type { Inbox, MessageState, Outcome, StoredMessage } from '../store/inbox.js'
+import { buildEnvelope, envelopeEnvironment, promptText, type RunMessage } from '../brain/envelope.js'
+import { chatDirOf } from '../brain/chat-dir.js'
 import { brainEnvironment } from '../brain/env.js'
 import { runBrain, type BrainAttempt } from '../brain/run.js'
 import { isPermanentTelegramError, type ReplyTarget, type TelegramClient } from '../telegram/client.js'
+import { downloadMedia, mediaDir, mediaOf } from '../telegram/media.js'
+import type { ReactionEmoji } from '../telegram/reactions.js'
 import { ChatLockTimeout, type ChatLocks } from './chat-lock.js'
 import { JobStopped, type StopReason, type Work, type WorkContext } from './dispatcher.js'
+import { ChatFeedback } from './feedback.js'
 
 /** Exit status by which a brain asks to be retried (EX_TEMPFAIL). */
 export const EXIT_TEMPFAIL = 75
 // Backoff between attempts after exit 75: 1 s, 2 s, 4 s, … capped.
 const RETRY_BACKOFF_BASE_MS = 1000
 const RETRY_BACKOFF_MAX_MS = 15_000
+// A busy chat's next run takes at most this many collected messages; the rest go into the run after.
+const COLLECT_MAX = 50
 const RESTART_NOTE = '⚠️ The service restarted while working on this message; running it again.'
 
 export interface WorkerDeps {
@@ -27,28 +35,101 @@ export interface WorkerDeps {
 }
 
 /**
- * What happens to one message in its chat's turn: its brain attempts (each in a global slot, under
- * the chat's lock, retried on exit 75 while the budget lasts), the outcome stored, then the reply
- * delivered. A message already finished (a restart found its reply unsent) only gets its reply.
+ * What happens in a chat's turn: the message (with, when BUSY_MODE collects, every other message
+ * of the chat still queued) gets its media downloaded, then its brain attempts (each in a global
+ * slot, under the chat's lock, retried on exit 75 while the budget lasts), the outcome stored, the
+ * reply delivered and the final reaction set. A message already finished (a restart found its reply
+ * unsent) only gets its reply; one that an earlier turn took along is skipped.
  */
 export function createMessageWork(deps: WorkerDeps): Work {
   return async (job, context) => {
     const log = deps.log.child({ update_id: job.updateId, chat_id: job.chatId })
     const message = deps.inbox.get(job.seq)
     if (!message) return
-    if (message.state === 'queued' || message.state === 'running') {
-      const outcome = await runAttempts(deps, message, context, log)
-      if (outcome === 'interrupted') return
-      try {
-        deps.inbox.finish(message.seq, outcome, Date.now())
-      } catch (error) {
-        log.error({ err: error }, 'could not store the outcome; delivering the reply anyway')
-      }
-      await deliver(deps, message, outcome.reply, log)
+    if (message.state === 'queued') {
+      const collected = deps.config.busyMode === 'queue' ? [] : deps.inbox.queuedInChat(message.chatId).slice(0, COLLECT_MAX)
+      const [first = message, ...rest] = collected
+      await runTurn(deps, [first, ...rest], context, log)
     } else if (message.replyState === 'pending' && message.reply) {
+      context.settle()
       await deliver(deps, message, message.reply, log)
+      // Only a brain's outcome gets a reaction; a command's or a notice's answer does not.
+      if (message.startedAt !== null) finalReaction(deps, [message], message.state, undefined, log)
     }
   }
+}
+
+/** A turn's messages in arrival order; the reply answers the last one. */
+type Batch = readonly [StoredMessage, ...StoredMessage[]]
+
+async function runTurn(deps: WorkerDeps, batch: Batch, context: WorkContext, log: FastifyBaseLogger): Promise<void> {
+  const { inbox, telegram } = deps
+  const lead = batch.at(-1) as StoredMessage
+  const turnLog = batch.length > 1 ? log.child({ collected: batch.map((message) => message.updateId) }) : log
+  let messages: readonly [RunMessage, ...RunMessage[]]
+  try {
+    messages = await prepareMessages(deps, batch, context.signal, turnLog)
+  } catch (error) {
+    // Stopped while downloading: still queued, so a shutdown or an interrupt leaves them for the next run.
+    if (!context.signal.aborted) throw error
+    if ((context.signal.reason as StopReason) === 'cancel') {
+      const cancelledAt = Date.now()
+      for (const message of batch) inbox.finish(message.seq, cancelledOutcome(), cancelledAt)
+    }
+    return
+  }
+  const feedback = new ChatFeedback({ telegram, target: replyTarget(lead), log: turnLog })
+  let outcome: Outcome | 'interrupted' | 'requeued'
+  try {
+    outcome = await runAttempts(deps, batch, messages, context, feedback, turnLog)
+  } finally {
+    await feedback.close()
+  }
+  if (outcome === 'interrupted') return
+  if (outcome === 'requeued') {
+    inbox.requeue(batch.map((message) => message.seq))
+    turnLog.info('brain stopped by a newer message; its messages go into the next run (BUSY_MODE=interrupt)')
+    return
+  }
+  context.settle()
+  const finishedAt = Date.now()
+  try {
+    for (const message of batch) inbox.finish(message.seq, message === lead ? outcome : { ...outcome, reply: '' }, finishedAt)
+  } catch (error) {
+    turnLog.error({ err: error }, 'could not store the outcome; delivering the reply anyway')
+  }
+  await deliver(deps, lead, outcome.reply, turnLog)
+  finalReaction(deps, batch, outcome.state, feedback.brainReaction, turnLog)
+}
+
+/** Parses the stored updates and downloads their media (outside any brain slot). */
+async function prepareMessages(
+  deps: WorkerDeps,
+  batch: Batch,
+  signal: AbortSignal,
+  log: FastifyBaseLogger,
+): Promise<readonly [RunMessage, ...RunMessage[]]> {
+  const { config, telegram } = deps
+  const prepared: RunMessage[] = []
+  for (const stored of batch) {
+    const update = JSON.parse(stored.updateJson) as Update
+    const message = messageOf(update) as Message
+    const media = mediaOf(message)
+    const files =
+      media.length === 0
+        ? []
+        : await downloadMedia({
+            api: telegram.api,
+            token: config.botToken,
+            apiRoot: config.apiRoot,
+            dir: mediaDir(config.stateDir, stored.updateId),
+            media,
+            signal,
+            log,
+          })
+    prepared.push({ update, message, edited: update.message === undefined, files })
+  }
+  return prepared as [RunMessage, ...RunMessage[]]
 }
 
 /** Sends a stored message's reply and records whether it arrived. */
@@ -76,20 +157,47 @@ export async function deliver(
   }
 }
 
+/** Replaces the receipt reaction by the outcome's (REACTION_*); the brain's own reaction stands on success. */
+function finalReaction(
+  deps: WorkerDeps,
+  batch: readonly StoredMessage[],
+  state: MessageState,
+  brainReaction: ReactionEmoji | undefined,
+  log: FastifyBaseLogger,
+): void {
+  const { reactions } = deps.config
+  const emoji = state === 'done' ? reactions.done : state === 'failed' ? reactions.failed : state === 'timed_out' ? reactions.timedOut : undefined
+  if (emoji === undefined) return
+  for (const message of batch) {
+    if (state === 'done' && brainReaction !== undefined && message === batch.at(-1)) continue
+    deps.telegram.react(message.chatId, message.messageId, emoji).catch((error: unknown) => {
+      log.warn({ err: error, update_id: message.updateId }, 'final reaction not set')
+    })
+  }
+}
+
 async function runAttempts(
   deps: WorkerDeps,
-  message: StoredMessage,
+  batch: Batch,
+  messages: readonly [RunMessage, ...RunMessage[]],
   context: WorkContext,
+  feedback: ChatFeedback,
   log: FastifyBaseLogger,
-): Promise<Outcome | 'interrupted'> {
+): Promise<Outcome | 'interrupted' | 'requeued'> {
   const { config, inbox, metrics } = deps
-  const update = JSON.parse(message.updateJson) as Update
-  const telegramMessage = update.message as Message
-  const redelivered = message.interruptions > 0
-  if (redelivered) await notify(deps, message, RESTART_NOTE, log)
+  const lead = batch.at(-1) as StoredMessage
+  const redelivered = batch.some((message) => message.interruptions > 0)
+  if (redelivered) await notify(deps, lead, RESTART_NOTE, log)
+  const chatDir = chatDirOf(config.stateDir, lead.chatId)
+  const stopped = (): 'interrupted' | 'requeued' | undefined => {
+    const reason = context.signal.reason as StopReason
+    if (!context.signal.aborted || reason === 'cancel') return undefined
+    return reason === 'shutdown' ? 'interrupted' : 'requeued'
+  }
 
   const budgetDeadline = Date.now() + config.brain.messageBudgetMs
-  let attempt = message.attempts
+  const firstAttempt = Math.max(...batch.map((message) => message.attempts))
+  let attempt = firstAttempt
   let lastAttempt: BrainAttempt
   let limitMs = config.brain.timeoutMs
   for (;;) {
@@ -98,38 +206,36 @@ async function runAttempts(
     const deadline = Math.min(startedAt + config.brain.timeoutMs, budgetDeadline)
     // Which limit ends this attempt, for the timeout notice.
     limitMs = deadline === budgetDeadline ? config.brain.messageBudgetMs : config.brain.timeoutMs
-    const envelope = buildEnvelope({
-      update,
-      message: telegramMessage,
-      text: telegramMessage.text ?? telegramMessage.caption ?? '',
-      attempt,
-      redelivered,
-      deadlineMs: deadline,
-    })
+    const envelope = buildEnvelope({ messages, attempt, redelivered, deadlineMs: deadline, chatDir })
     let result: BrainAttempt | ChatLockTimeout
     try {
       result = await context.inSlot(async () => {
-        const release = await deps.locks.acquire(message.chatId, deadline, log)
+        const release = await deps.locks.acquire(lead.chatId, deadline, log)
         try {
           // Only now can the brain have side effects: a restart before this point is no redelivery.
-          inbox.markRunning(message.seq, attempt, Date.now())
+          const runningAt = Date.now()
+          for (const message of batch) inbox.markRunning(message.seq, attempt, runningAt)
+          await fs.promises.mkdir(chatDir, { recursive: true })
+          feedback.startTyping()
           return await runBrain({
             argv: config.brain.argv,
             cwd: config.brain.cwd,
             env: brainEnvironment(process.env, config.brain.envAllow, envelopeEnvironment(envelope)),
-            stdin: JSON.stringify(envelope),
+            stdin: config.brain.input === 'text' ? promptText(envelope) : JSON.stringify(envelope),
             deadline,
             killGraceMs: config.brain.killGraceMs,
             signal: context.signal,
+            onEvent: (event) => feedback.handle(event),
             log,
             logFields: { attempt },
           })
         } finally {
+          feedback.stopTyping()
           await release()
         }
       })
     } catch (error) {
-      if (error instanceof JobStopped) return error.reason === 'shutdown' ? 'interrupted' : cancelledOutcome()
+      if (error instanceof JobStopped) return stopped() ?? cancelledOutcome()
       if (!(error instanceof ChatLockTimeout)) throw error
       result = error
     }
@@ -141,21 +247,20 @@ async function runAttempts(
     metrics.brainRuns.inc({ outcome: attemptMetric(result) })
     metrics.brainDuration.observe(result.durationMs / 1000)
 
-    if (context.signal.aborted && (context.signal.reason as StopReason) === 'shutdown') return 'interrupted'
+    const stop = stopped()
+    if (stop) return stop
     if (result.outcome !== 'exited' || result.exitCode !== EXIT_TEMPFAIL) break
 
-    const backoff = Math.min(RETRY_BACKOFF_BASE_MS * 2 ** (attempt - message.attempts - 1), RETRY_BACKOFF_MAX_MS)
+    const backoff = Math.min(RETRY_BACKOFF_BASE_MS * 2 ** (attempt - firstAttempt - 1), RETRY_BACKOFF_MAX_MS)
     if (Date.now() + backoff >= budgetDeadline) {
       return failed(
         `⚠️ brain kept failing temporarily (exit ${EXIT_TEMPFAIL}) until the time budget ran out after ` +
-          `${attempt - message.attempts} attempts${lastLine(result.stderrTail, ': ')}`,
+          `${attempt - firstAttempt} attempts${lastLine(result.stderrTail, ': ')}`,
         result,
       )
     }
     log.info({ attempt, backoff_ms: backoff }, 'brain asked for a retry (exit 75)')
-    if (!(await sleep(backoff, context.signal))) {
-      return (context.signal.reason as StopReason) === 'shutdown' ? 'interrupted' : cancelled(result)
-    }
+    if (!(await sleep(backoff, context.signal))) return stopped() ?? cancelled(result)
   }
   return toOutcome(lastAttempt, limitMs)
 }
@@ -214,7 +319,7 @@ async function notify(deps: WorkerDeps, message: StoredMessage, text: string, lo
 
 export function replyTarget(message: StoredMessage): ReplyTarget {
   const update = JSON.parse(message.updateJson) as Update
-  const raw = update.message
+  const raw = messageOf(update)
   return {
     chatId: message.chatId,
     messageId: message.messageId,

@@ -93,6 +93,10 @@ export interface Inbox {
   markRunning(seq: number, attempt: number, at: number): void
   finish(seq: number, outcome: Outcome, at: number): void
   setReplyState(seq: number, state: ReplyState): void
+  /** A chat's queued messages, oldest first (what the next run of a busy chat takes together). */
+  queuedInChat(chatId: number): StoredMessage[]
+  /** Puts running messages back in the queue without counting an interruption (BUSY_MODE=interrupt). */
+  requeue(seqs: readonly number[]): void
   /** Puts a chat's queued messages aside as cancelled; returns their sequence numbers. */
   cancelQueued(chatId: number, at: number): number[]
   /** Called once at start: marks interrupted messages, returns what to resume. */
@@ -102,8 +106,8 @@ export interface Inbox {
   /** Messages another process (`coordinator inbox retry`) put back in the queue since the last call. */
   takeRequeued(): StoredMessage[]
   list(filter: ListFilter): StoredMessage[]
-  /** Deletes up to `limit` finished messages older than the retention; returns how many. */
-  prune(olderThan: number, limit: number): number
+  /** Deletes up to `limit` finished messages older than the retention; returns their update ids. */
+  prune(olderThan: number, limit: number): number[]
   stats(): InboxStats
   /** Tries a write; updates `stats().writable`. */
   probeWritable(): boolean

@@ -56,6 +56,21 @@ export class MemoryInbox implements Inbox {
     this.#require(seq).replyState = state
   }
 
+  queuedInChat(chatId: number): StoredMessage[] {
+    const queued: StoredMessage[] = []
+    for (const message of this.#messages.values()) {
+      if (message.chatId === chatId && message.state === 'queued') queued.push({ ...message })
+    }
+    return queued
+  }
+
+  requeue(seqs: readonly number[]): void {
+    for (const seq of seqs) {
+      const message = this.#require(seq)
+      if (message.state === 'running') message.state = 'queued'
+    }
+  }
+
   cancelQueued(chatId: number, at: number): number[] {
     const cancelled: number[] = []
     for (const message of this.#messages.values()) {
@@ -87,15 +102,15 @@ export class MemoryInbox implements Inbox {
     return matching.slice(-limit).map((message) => ({ ...message }))
   }
 
-  prune(olderThan: number, limit: number): number {
-    let pruned = 0
+  prune(olderThan: number, limit: number): number[] {
+    const pruned: number[] = []
     for (const message of this.#messages.values()) {
-      if (pruned >= limit) break
+      if (pruned.length >= limit) break
       const finished = message.state !== 'queued' && message.state !== 'running' && message.replyState !== 'pending'
       if (finished && message.finishedAt !== null && message.finishedAt < olderThan) {
         this.#messages.delete(message.seq)
         this.#seqByUpdate.delete(message.updateId)
-        pruned++
+        pruned.push(message.updateId)
       }
     }
     return pruned

@@ -171,6 +171,16 @@ export class SqliteInbox implements Inbox {
     this.#write(() => this.#stmt('UPDATE messages SET reply_state = ? WHERE seq = ?').run(state, seq))
   }
 
+  queuedInChat(chatId: number): StoredMessage[] {
+    const rows = this.#stmt(`SELECT * FROM messages WHERE chat_id = ? AND state = 'queued' ORDER BY seq`).all(chatId) as Row[]
+    return rows.map(toMessage)
+  }
+
+  requeue(seqs: readonly number[]): void {
+    const statement = this.#stmt(`UPDATE messages SET state = 'queued' WHERE seq = ? AND state = 'running'`)
+    this.#write(() => this.#db.transaction(() => seqs.forEach((seq) => statement.run(seq)))())
+  }
+
   cancelQueued(chatId: number, at: number): number[] {
     return this.#write(() =>
       this.#stmt(
@@ -239,14 +249,16 @@ export class SqliteInbox implements Inbox {
     return rows.map(toMessage).reverse()
   }
 
-  prune(olderThan: number, limit: number): number {
+  prune(olderThan: number, limit: number): number[] {
     return this.#write(
       () =>
         this.#stmt(
           `DELETE FROM messages WHERE seq IN (
              SELECT seq FROM messages WHERE finished_at < ? AND state NOT IN ('queued', 'running') AND reply_state != 'pending'
-             LIMIT ?)`,
-        ).run(olderThan, limit).changes,
+             LIMIT ?) RETURNING update_id`,
+        )
+          .pluck()
+          .all(olderThan, limit) as number[],
     )
   }
 

@@ -1,8 +1,8 @@
 import { Api, GrammyError, HttpError } from 'grammy'
 import { autoRetry } from '@grammyjs/auto-retry'
 import type { Metrics } from '../metrics.js'
+import { formatReply } from './format.js'
 import type { ReactionEmoji } from './reactions.js'
-import { splitMessage } from './split.js'
 
 /** Where a reply goes: the chat, the message it answers, and the forum topic if any. */
 export interface ReplyTarget {
@@ -23,23 +23,24 @@ const REPLY_RETRY = { maxRetryAttempts: 5, maxDelaySeconds: 60, rethrowHttpError
 const NETWORK_ATTEMPTS = 5
 const NETWORK_BACKOFF_MS = [500, 1000, 2000, 4000]
 const REQUEST_TIMEOUT_S = 30
-// The receipt reaction is only useful now: no retries, and a short timeout.
-const ACK_TIMEOUT_S = 5
+// The receipt reaction, typing and progress are only useful now: no retries, and a short timeout.
+const NOW_OR_NEVER_TIMEOUT_S = 5
 
 /**
- * The service's side of the Bot API, through grammY. Replies retry within bounds; the receipt
- * reaction never retries, because a late 👀 is worth less than the work it would hold up.
+ * The service's side of the Bot API, through grammY. Replies retry within bounds; reactions, typing
+ * and progress never retry, because a late 👀 or a stale status is worth less than the work it
+ * would hold up.
  */
 export class TelegramClient {
   /** For replies and everything that must arrive: bounded retries. */
   readonly api: Api
-  // A separate client for the receipt reaction, so that its failures are never retried.
-  #ackApi: Api
+  // A separate client for what is only worth sending now, so that its failures are never retried.
+  #nowApi: Api
 
   constructor({ token, apiRoot, metrics }: TelegramOptions) {
     this.api = new Api(token, { apiRoot, timeoutSeconds: REQUEST_TIMEOUT_S })
-    this.#ackApi = new Api(token, { apiRoot, timeoutSeconds: ACK_TIMEOUT_S })
-    for (const api of [this.api, this.#ackApi]) {
+    this.#nowApi = new Api(token, { apiRoot, timeoutSeconds: NOW_OR_NEVER_TIMEOUT_S })
+    for (const api of [this.api, this.#nowApi]) {
       api.config.use(async (prev, method, payload, signal) => {
         try {
           const result = await prev(method, payload, signal)
@@ -56,23 +57,57 @@ export class TelegramClient {
 
   /** Sets one reaction on a message, replacing any earlier one of the bot's. */
   async react(chatId: number, messageId: number, emoji: ReactionEmoji): Promise<void> {
-    await this.#ackApi.setMessageReaction(chatId, messageId, [{ type: 'emoji', emoji }])
+    await this.#nowApi.setMessageReaction(chatId, messageId, [{ type: 'emoji', emoji }])
+  }
+
+  /** Shows "typing…" in the chat (Telegram clears it after 5 s or at the bot's next message). */
+  async typing(target: ReplyTarget): Promise<void> {
+    await this.#nowApi.sendChatAction(target.chatId, 'typing', threadOf(target))
   }
 
   /**
-   * Sends a reply, split at Telegram's limit on line boundaries, as a reply to the message (sent
-   * anyway if that message is gone), into the message's forum topic.
+   * Sends a reply written in Markdown as Telegram HTML, split at Telegram's limit, as a reply to
+   * the message (sent anyway if that message is gone), into the message's forum topic. A part whose
+   * HTML Telegram refuses is sent again as plain text.
    */
-  async sendReply(target: ReplyTarget, text: string): Promise<void> {
-    for (const part of splitMessage(text)) {
-      await withNetworkRetries(() =>
-        this.api.sendMessage(target.chatId, part, {
-          reply_parameters: { message_id: target.messageId, allow_sending_without_reply: true },
-          ...(target.threadId === undefined ? {} : { message_thread_id: target.threadId }),
-        }),
-      )
+  async sendReply(target: ReplyTarget, markdown: string): Promise<void> {
+    for (const part of formatReply(markdown)) {
+      const options = { ...replyTo(target), ...threadOf(target) }
+      try {
+        await withNetworkRetries(() => this.api.sendMessage(target.chatId, part.html, { ...options, parse_mode: 'HTML' }))
+      } catch (error) {
+        if (!isEntityError(error)) throw error
+        await withNetworkRetries(() => this.api.sendMessage(target.chatId, part.plain, options))
+      }
     }
   }
+
+  /** Sends a plain status line in reply to the message; returns its id, for editing. */
+  async sendStatus(target: ReplyTarget, text: string): Promise<number> {
+    const sent = await this.#nowApi.sendMessage(target.chatId, text, { ...replyTo(target), ...threadOf(target) })
+    return sent.message_id
+  }
+
+  async editStatus(chatId: number, messageId: number, text: string): Promise<void> {
+    await this.#nowApi.editMessageText(chatId, messageId, text)
+  }
+
+  async deleteMessage(chatId: number, messageId: number): Promise<void> {
+    await this.#nowApi.deleteMessage(chatId, messageId)
+  }
+}
+
+function replyTo(target: ReplyTarget): { reply_parameters: { message_id: number; allow_sending_without_reply: true } } {
+  return { reply_parameters: { message_id: target.messageId, allow_sending_without_reply: true } }
+}
+
+function threadOf(target: ReplyTarget): { message_thread_id?: number } {
+  return target.threadId === undefined ? {} : { message_thread_id: target.threadId }
+}
+
+/** Telegram refused the message's formatting ("Bad Request: can't parse entities: …"). */
+function isEntityError(error: unknown): boolean {
+  return error instanceof GrammyError && error.error_code === 400 && /can't parse entities/iu.test(error.description)
 }
 
 /** True for an error that retrying cannot fix (Telegram said no: chat not found, blocked, bad request). */

@@ -1,4 +1,5 @@
 import type { Update } from 'grammy/types'
+import type { EditsMode } from '../config.js'
 
 /** An update kind, as named in allowed_updates. */
 export type UpdateKind = Exclude<keyof Update, 'update_id'>
@@ -6,6 +7,8 @@ export type UpdateKind = Exclude<keyof Update, 'update_id'>
 /**
  * The update kinds the service acts on, and so the allowed_updates it registers with Telegram
  * (`coordinator set-webhook`): Telegram then never sends, nor queues for a day, anything else.
- * Intake's classification should read this list too, so the two cannot drift apart.
+ * Edited messages are wanted only with EDITS=queue.
  */
-export const HANDLED_UPDATES: readonly UpdateKind[] = ['message']
+export function handledUpdates(edits: EditsMode): UpdateKind[] {
+  return edits === 'queue' ? ['message', 'edited_message'] : ['message']
+}

@@ -1,0 +1,156 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { ReplyTarget, TelegramClient } from '../telegram/client.js'
+import { toReaction, type ReactionEmoji } from '../telegram/reactions.js'
+
+/** Telegram shows "typing…" for about 5 s; it is renewed a little sooner. */
+export const TYPING_EVERY_MS = 4000
+/** The status message is edited at most this often, so a chatty brain can't hit Telegram's limits. */
+export const PROGRESS_EDIT_EVERY_MS = 2000
+/** `message` events a run may send; more are skipped (a looping brain must not flood the chat). */
+export const MESSAGE_EVENTS_MAX = 20
+// A status is one glance: longer progress texts are cut.
+const STATUS_CHARS_MAX = 1000
+// Warnings about bad events per run, so a brain writing garbage cannot flood the log.
+const EVENT_WARNINGS_MAX = 10
+
+/**
+ * What the chat sees while a brain works on its message: "typing…" while a brain runs, one status
+ * message edited in place by the brain's `progress` events, its `message` events sent at once and
+ * its `react` events applied. Everything here is best effort: a failure is logged and never touches
+ * the run. {@link close} ends it all, before the reply is sent.
+ */
+export class ChatFeedback {
+  #telegram: TelegramClient
+  #target: ReplyTarget
+  #log: FastifyBaseLogger
+  #typingTimer: NodeJS.Timeout | undefined
+  // Sends, edits and reactions run one after another, so they reach the chat in the brain's order.
+  #chain: Promise<void> = Promise.resolve()
+  #closed = false
+  #warnings = 0
+  #messagesSent = 0
+  #statusId: number | undefined
+  #statusShown: string | undefined
+  #statusWanted: string | undefined
+  #statusAt = Number.NEGATIVE_INFINITY
+  #statusTimer: NodeJS.Timeout | undefined
+  #brainReaction: ReactionEmoji | undefined
+
+  constructor({ telegram, target, log }: { telegram: TelegramClient; target: ReplyTarget; log: FastifyBaseLogger }) {
+    this.#telegram = telegram
+    this.#target = target
+    this.#log = log
+  }
+
+  /** The reaction the brain chose for the message, if any: it stands instead of REACTION_DONE. */
+  get brainReaction(): ReactionEmoji | undefined {
+    return this.#brainReaction
+  }
+
+  /** Shows "typing…" now and keeps it up until {@link stopTyping}. */
+  startTyping(): void {
+    if (this.#typingTimer !== undefined || this.#closed) return
+    const sendTyping = (): void => {
+      this.#telegram.typing(this.#target).catch((error: unknown) => this.#log.debug({ err: error }, 'typing not shown'))
+    }
+    sendTyping()
+    this.#typingTimer = setInterval(sendTyping, TYPING_EVERY_MS)
+  }
+
+  stopTyping(): void {
+    clearInterval(this.#typingTimer)
+    this.#typingTimer = undefined
+  }
+
+  /** Takes one fd-3 event of the brain's. Anything but the documented shapes is logged and skipped. */
+  handle(event: unknown): void {
+    if (this.#closed) return
+    const { type, text, emoji } = (typeof event === 'object' && event !== null ? event : {}) as Record<string, unknown>
+    if (type === 'progress' && typeof text === 'string' && text.trim() !== '') {
+      this.#progress(text.trim())
+    } else if (type === 'message' && typeof text === 'string' && text.trim() !== '') {
+      this.#message(text)
+    } else if (type === 'react' && typeof emoji === 'string') {
+      this.#react(emoji)
+    } else {
+      this.#warn({ event: JSON.stringify(event).slice(0, 200) }, 'brain event skipped: expected {"type":"progress"|"message","text":…} or {"type":"react","emoji":…}')
+    }
+  }
+
+  /** Stops typing and progress, waits for what is being sent, and deletes the status message. */
+  async close(): Promise<void> {
+    this.#closed = true
+    this.stopTyping()
+    clearTimeout(this.#statusTimer)
+    await this.#chain
+    if (this.#statusId === undefined) return
+    try {
+      await this.#telegram.deleteMessage(this.#target.chatId, this.#statusId)
+    } catch (error) {
+      this.#log.warn({ err: error }, 'status message not deleted')
+    }
+  }
+
+  #progress(text: string): void {
+    this.#statusWanted = text.length > STATUS_CHARS_MAX ? `${text.slice(0, STATUS_CHARS_MAX - 1)}…` : text
+    if (this.#statusTimer !== undefined) return
+    const wait = Math.max(0, this.#statusAt + PROGRESS_EDIT_EVERY_MS - Date.now())
+    this.#statusTimer = setTimeout(() => {
+      this.#statusTimer = undefined
+      this.#enqueue(() => this.#showStatus())
+    }, wait)
+  }
+
+  async #showStatus(): Promise<void> {
+    const text = this.#statusWanted
+    if (this.#closed || text === undefined || text === this.#statusShown) return
+    this.#statusAt = Date.now()
+    try {
+      if (this.#statusId === undefined) this.#statusId = await this.#telegram.sendStatus(this.#target, text)
+      else await this.#telegram.editStatus(this.#target.chatId, this.#statusId, text)
+      this.#statusShown = text
+    } catch (error) {
+      this.#log.warn({ err: error }, 'progress not shown')
+    }
+  }
+
+  #message(text: string): void {
+    if (++this.#messagesSent > MESSAGE_EVENTS_MAX) {
+      if (this.#messagesSent === MESSAGE_EVENTS_MAX + 1) {
+        this.#log.warn({ limit: MESSAGE_EVENTS_MAX }, 'brain sent too many message events; skipping the rest of this run')
+      }
+      return
+    }
+    this.#enqueue(async () => {
+      try {
+        await this.#telegram.sendReply(this.#target, text)
+      } catch (error) {
+        this.#log.warn({ err: error }, "brain's message not sent")
+      }
+    })
+  }
+
+  #react(emoji: string): void {
+    const reaction = toReaction(emoji)
+    if (!reaction) {
+      this.#warn({ emoji: emoji.slice(0, 20) }, 'brain event skipped: not an emoji Telegram allows as a reaction')
+      return
+    }
+    this.#brainReaction = reaction
+    this.#enqueue(async () => {
+      try {
+        await this.#telegram.react(this.#target.chatId, this.#target.messageId, reaction)
+      } catch (error) {
+        this.#log.warn({ err: error }, "brain's reaction not set")
+      }
+    })
+  }
+
+  #enqueue(task: () => Promise<void>): void {
+    this.#chain = this.#chain.then(task)
+  }
+
+  #warn(fields: Record<string, unknown>, message: string): void {
+    if (++this.#warnings <= EVENT_WARNINGS_MAX) this.#log.warn(fields, message)
+  }
+}
