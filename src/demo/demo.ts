@@ -9,11 +9,11 @@ import { isExecutable } from '../brain/preflight.js'
 import { UsageError } from '../commands/usage.js'
 import { DEFAULTS } from '../config.js'
 import { DEFAULT_PATH } from '../brain/env.js'
-import { startEmulator, type BotApiEmulator } from '../emulator/index.js'
-import { renderSummary, renderTimeline, renderVerdicts, replyLine, sentLine } from './render.js'
-import { DEMO_CHATS, DEMO_STEPS, type DemoStep } from './script.js'
+import { startEmulator, type BotApiEmulator, type RecordedCall } from '../emulator/index.js'
+import { renderSummary, renderTimeline, renderVerdicts, replyLine, sentLine, statusLine } from './render.js'
+import { DEMO_CHATS, DEMO_STEPS, nominalAt, type DemoStep } from './script.js'
 import { LOG_LEVEL_WARN, ServiceProcess, type ServiceExit, type ServiceLogLine } from './service.js'
-import { buildTimeline, isCallAbout, judgeTimeline, type SentMessage, type Verdict } from './timeline.js'
+import { actionAbout, buildTimeline, changeOf, judgeTimeline, type SentMessage, type Verdict } from './timeline.js'
 
 // Resolved from this file (dist/demo/demo.js), so the demo runs from any working directory.
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -27,8 +27,8 @@ export const DEFAULT_DELAY_S = 2
 const DELAY_RANGE_S = { min: 0.5, max: 30 } as const
 // The emulator accepts only this token; nothing reaches the real Telegram.
 const DEMO_TOKEN = '123456:DEMO-token'
-// The script's own work ends about 4 delays after its last message; a reply later than this
-// many delays plus the grace is reported missing.
+// The script's work ends soon after its last message (the /cancel); what has not happened this
+// many delays plus the grace later is reported missing.
 const REPLY_WAIT_DELAYS = 6
 const REPLY_GRACE_MS = 15_000
 const FAILURE_LOG_LINES = 15
@@ -56,7 +56,7 @@ interface ServiceSettings {
 export async function runDemo(args: string[]): Promise<number> {
   const options = readOptions(args)
   if (options === 'help') {
-    process.stdout.write(`${USAGE}\n  --delay S   seconds the echo brain takes per message (default ${DEFAULT_DELAY_S}; #slow takes 3×)\n`)
+    process.stdout.write(`${USAGE}\n  --delay S   seconds the echo brain takes per message (default ${DEFAULT_DELAY_S}; #slow takes 3×, #long 10×)\n`)
     return 0
   }
   const print = (line = ''): void => void process.stdout.write(`${line}\n`)
@@ -64,7 +64,9 @@ export async function runDemo(args: string[]): Promise<number> {
 
   print('coordinator demo: two chats talk to a bot served by this coordinator.')
   print(`Telegram is a local Bot API emulator (no token, no network); the brain is scripts/brains/echo,`)
-  print(`which answers after ${delayS} s (#slow: ${Number((delayS * 3).toFixed(2))} s, #fail: exits 3).`)
+  const times = (factor: number): string => `${Number((delayS * factor).toFixed(2))} s`
+  print(`which answers after ${times(1)} (#slow: ${times(3)}, #long: ${times(10)}, #fail: exits 3) and reports its`)
+  print('progress on the way, which the service shows as a status message.')
   print()
 
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coordinator-demo-'))
@@ -94,20 +96,23 @@ export async function runDemo(args: string[]): Promise<number> {
     print(`Its state directory: ${stateDir} (removed at the end).`)
     print()
 
-    print('Conversation (seconds since the first message; → the user writes, ← the bot replies)')
-    const { origin, sent, missing, waitedS } = await play(emulator, service, delayS, print)
+    print('Conversation (seconds since the first message; → the user writes, ← the bot replies,')
+    print('              … the bot\'s status message; "typing…" and reactions are in the checks)')
+    const { origin, sent, unfinished, waitedS } = await play(emulator, service, delayS, print)
     if (!service.running) {
       const { code, signal } = await service.exited
       throw new Error(`the service stopped during the demo (${signal ?? `exit ${code}`}); its last log lines:\n${service.tail(FAILURE_LOG_LINES)}`)
     }
     // Stopping first drains the service and completes its log, which the timeline reads.
     const exit = await service.stop()
-    const rows = buildTimeline({ origin, sent, calls: emulator.calls, deliveries: emulator.deliveries, logs: service.logs })
-    const verdicts = [...judgeTimeline(rows), judgeExit(exit), judgeServiceLog(service.logs)]
+    const timeline = buildTimeline({ origin, sent, calls: emulator.calls, deliveries: emulator.deliveries, logs: service.logs })
+    const { rows } = timeline
+    const verdicts = [...judgeTimeline(timeline), judgeExit(exit), judgeServiceLog(service.logs)]
 
     print()
     print('Timeline (sent, brain ran, replied: seconds since the first message;')
-    print('          👀 ms: from Telegram posting the update to the bot\'s 👀 reaction reaching Telegram)')
+    print('          👀 ms: from Telegram posting the update to the bot\'s 👀 reaction reaching Telegram;')
+    print('          end: the reaction the message was left with)')
     for (const line of renderTimeline(rows)) print(line)
     print()
     print('Checks')
@@ -117,7 +122,8 @@ export async function runDemo(args: string[]): Promise<number> {
 
     const failed = verdicts.filter((verdict) => !verdict.ok).length
     if (failed === 0) return 0
-    const unanswered = missing === 0 ? '' : ` ${missing} of ${sent.length} messages still had no reply after ${waitedS.toFixed(1)} s.`
+    const unanswered =
+      unfinished === 0 ? '' : ` ${unfinished} of ${DEMO_STEPS.length} messages were unsent or unfinished after ${waitedS.toFixed(1)} s.`
     process.stderr.write(
       `\ndemo failed: ${failed} check${failed === 1 ? '' : 's'} did not hold (✗ above).${unanswered} ` +
         `The service's last log lines:\n${service.tail(FAILURE_LOG_LINES)}\n`,
@@ -176,49 +182,105 @@ function serviceEnvironment({ apiRoot, secret, stateDir, delayS }: ServiceSettin
 }
 
 /**
- * Sends each step's message when its time comes and prints each reply as it arrives, until every
- * message has its reply, the wait for the missing ones runs out, or the service stops.
+ * Sends each step's message when its time comes and prints the bot's replies and status messages
+ * as they arrive, until every message is finished as the script expects (see {@link isFinished}),
+ * the wait for the rest runs out, or the service stops.
  */
 async function play(
   emulator: BotApiEmulator,
   service: ServiceProcess,
   delayS: number,
   print: (line: string) => void,
-): Promise<{ origin: number; sent: SentMessage[]; missing: number; waitedS: number }> {
-  const due = [...DEMO_STEPS].sort((a, b) => a.at - b.at)
+): Promise<{ origin: number; sent: SentMessage[]; unfinished: number; waitedS: number }> {
+  const due = [...DEMO_STEPS].sort((a, b) => nominalAt(a) - nominalAt(b))
   const delayMs = delayS * 1000
   const origin = Date.now()
-  const repliesDue = origin + ((due.at(-1)?.at ?? 0) + REPLY_WAIT_DELAYS) * delayMs + REPLY_GRACE_MS
+  const waitUntil = origin + (Math.max(0, ...due.map(nominalAt)) + REPLY_WAIT_DELAYS) * delayMs + REPLY_GRACE_MS
   const seconds = (ms: number): number => (ms - origin) / 1000
   const sent: SentMessage[] = []
-  const unanswered = new Set<SentMessage>()
+  const unfinished = new Set<SentMessage>()
+  // The bot's status messages by chat and id, so an edit is shown against the message it is about.
+  const statuses = new Map<string, { message: SentMessage; statusId: number }>()
   let callsSeen = 0
 
   for (;;) {
-    while (due[0] !== undefined && origin + due[0].at * delayMs <= Date.now()) {
-      const step = due.shift() as DemoStep
+    for (const step of [...due]) {
+      const dueAt = dueTime(step, origin, delayMs, sent, service.logs)
+      if (dueAt === undefined || dueAt > Date.now()) continue
+      due.splice(due.indexOf(step), 1)
       const update = emulator.sendText({ chatId: DEMO_CHATS[step.chat].id, text: step.text })
       const messageId = update.message?.message_id
       if (messageId === undefined) throw new Error(`the emulator built update ${update.update_id} without a message`)
       const message = { step, updateId: update.update_id, messageId, sentAt: Date.now() }
       sent.push(message)
-      unanswered.add(message)
+      unfinished.add(message)
       print(sentLine(seconds(message.sentAt), step))
     }
     const calls = emulator.calls
     for (const call of calls.slice(callsSeen)) {
-      for (const message of unanswered) {
-        if (!isCallAbout(call, 'sendMessage', DEMO_CHATS[message.step.chat].id, message.messageId)) continue
-        unanswered.delete(message)
-        print(replyLine(seconds(call.wallClockMs), message.step, String(call.params['text'])))
-      }
+      const line = liveLine(call, sent, statuses, seconds(call.wallClockMs))
+      if (line !== undefined) print(line)
     }
     callsSeen = calls.length
-    if (due.length === 0 && unanswered.size === 0) break
-    if (Date.now() > repliesDue || !service.running) break // what is missing shows in the checks
+    for (const message of unfinished) if (isFinished(message, calls, service.logs)) unfinished.delete(message)
+    if (due.length === 0 && unfinished.size === 0) break
+    if (Date.now() > waitUntil || !service.running) break // what is missing shows in the checks
     await sleep(TICK_MS)
   }
-  return { origin, sent, missing: due.length + unanswered.size, waitedS: seconds(Date.now()) }
+  return { origin, sent, unfinished: due.length + unfinished.size, waitedS: seconds(Date.now()) }
+}
+
+/** When a step is to be sent (Date.now() ms); undefined while the brain it waits for has not started. */
+function dueTime(
+  step: DemoStep,
+  origin: number,
+  delayMs: number,
+  sent: readonly SentMessage[],
+  logs: readonly ServiceLogLine[],
+): number | undefined {
+  if (step.sinceBrainOf === undefined) return origin + step.at * delayMs
+  const since = sent.find((message) => message.step.id === step.sinceBrainOf)
+  const started = since && logs.find((line) => line['update_id'] === since.updateId && line.msg === 'child started')
+  return started ? started.time + step.at * delayMs : undefined
+}
+
+/** The conversation's line for a call, if the chat shows it: a reply, or a status message sent or edited. */
+function liveLine(
+  call: RecordedCall,
+  sent: readonly SentMessage[],
+  statuses: Map<string, { message: SentMessage; statusId: number }>,
+  atS: number,
+): string | undefined {
+  if (call.method === 'editMessageText') {
+    const status = statuses.get(`${String(call.params['chat_id'])}:${String(call.params['message_id'])}`)
+    if (status === undefined) return undefined
+    const change = changeOf(call, DEMO_CHATS[status.message.step.chat].id, status.statusId)
+    return change?.kind === 'edit' ? statusLine(atS, status.message.step, change.text, true) : undefined
+  }
+  for (const message of sent) {
+    const chatId = DEMO_CHATS[message.step.chat].id
+    const action = actionAbout(call, chatId, message.messageId)
+    if (action?.kind === 'reply') return replyLine(atS, message.step, action.text)
+    if (action?.kind === 'status') {
+      statuses.set(`${chatId}:${action.statusId}`, { message, statusId: action.statusId })
+      return statusLine(atS, message.step, action.text, false)
+    }
+  }
+  return undefined
+}
+
+/**
+ * Whether all the script waits for has happened to a message: a brain's reply and the reaction
+ * that replaces 👀 (whichever it is: the checks judge it), a command's answer, or, for a message
+ * whose brain is to be cancelled, the end of that brain.
+ */
+function isFinished(message: SentMessage, calls: readonly RecordedCall[], logs: readonly ServiceLogLine[]): boolean {
+  const { expects } = message.step
+  if (expects.answer === 'none') return logs.some((line) => line['update_id'] === message.updateId && line.msg === 'child reaped')
+  const actions = calls.map((call) => actionAbout(call, DEMO_CHATS[message.step.chat].id, message.messageId))
+  const replied = actions.some((action) => action?.kind === 'reply')
+  if (expects.answer === 'service') return replied
+  return replied && actions.filter((action) => action?.kind === 'reaction').length >= 2
 }
 
 function judgeExit(exit: ServiceExit): Verdict {
