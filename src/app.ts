@@ -38,6 +38,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     trustProxy: TRUSTED_PROXIES,
     return503OnClosing: true,
   })
+  // Telegram posts JSON only; without this, a text/plain body would reach the handler as a string.
+  app.removeContentTypeParser('text/plain')
 
   // Per-request "incoming request"/"request completed" lines would drown the message log; the
   // service logs what matters itself, and anything at warn or above still shows.

@@ -37,6 +37,12 @@ export interface IntakeOptions {
   readonly botUsername?: string | undefined
 }
 
+/**
+ * Telegram's own updates nest about a dozen levels deep. Anything far deeper is not from Telegram,
+ * and serialising it (for the inbox, for the brain) would overflow the stack.
+ */
+export const MAX_UPDATE_DEPTH = 64
+
 /** Content the brain gets as files: downloaded before its run (see telegram/media.ts). */
 const FILE_KINDS = ['photo', 'voice', 'audio', 'video', 'video_note', 'document'] as const
 
@@ -64,6 +70,7 @@ export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsernam
   if (typeof updateId !== 'number' || !Number.isSafeInteger(updateId) || updateId < 0) {
     return { kind: 'invalid', problem: 'update_id must be a non-negative integer' }
   }
+  if (nestingExceeds(body, MAX_UPDATE_DEPTH)) return { kind: 'ignored', updateId, reason: `nested more than ${MAX_UPDATE_DEPTH} levels deep` }
   const update = body as Update
   const edited = update.message === undefined && update.edited_message !== undefined
   if (edited && edits === 'ignore') return { kind: 'ignored', updateId, reason: 'edited message (EDITS=ignore)' }
@@ -106,6 +113,20 @@ export function parseCommand(text: string, botUsername?: string): Command | unde
 /** The message an update carries (a new one, or an edit). */
 export function messageOf(update: Update): Message | undefined {
   return update.message ?? update.edited_message
+}
+
+/** Whether a parsed JSON value nests deeper than `limit`; iterative, so any depth is safe to check. */
+function nestingExceeds(value: unknown, limit: number): boolean {
+  const pending: [unknown, number][] = [[value, 1]]
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [node, depth] = next
+    if (typeof node !== 'object' || node === null) continue
+    if (depth > limit) return true
+    for (const child of Object.values(node)) {
+      if (typeof child === 'object' && child !== null) pending.push([child, depth + 1])
+    }
+  }
+  return false
 }
 
 function updateKind(update: Update): string {
