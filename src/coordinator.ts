@@ -10,6 +10,7 @@ import { mediaDir, removeMedia } from './telegram/media.js'
 const MAX_INTERRUPTIONS = 3
 const MAINTENANCE_EVERY_MS = 2000
 const PRUNE_EVERY_MS = 10 * 60_000
+const FIRST_PRUNE_AFTER_MS = 1000
 // Rows deleted per step: each step holds the event loop for about a millisecond.
 const PRUNE_BATCH = 500
 // After the shutdown grace, how long stopped brains and replies in flight get to wind down.
@@ -164,6 +165,10 @@ export class Coordinator {
         this.dispatcher.enqueue(toJob(message))
       }
     })
+    // Once soon after start (a service restarted daily would otherwise wait), then every 10 minutes.
+    const firstPrune = setTimeout(() => void this.#prune(), FIRST_PRUNE_AFTER_MS)
+    firstPrune.unref()
+    this.#timers.push(firstPrune)
     this.#every(PRUNE_EVERY_MS, () => void this.#prune())
     return { resumed: recovery.unfinished.length, replies: recovery.undeliveredReplies.length }
   }

@@ -1,5 +1,6 @@
 import fs from 'node:fs'
 import path from 'node:path'
+import Database from 'better-sqlite3'
 import type { Message } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
@@ -321,4 +322,21 @@ t.test('ACK_MODE=webhook-reply returns the 👀 in the webhook answer', async (t
   t.equal(ack.params['message_id'], update.message?.message_id)
   t.ok(ack.ok)
   await emu.waitFor((call) => call.method === 'sendMessage' && inChat(796)(call), WAIT)
+})
+
+t.test("downloaded media goes with the inbox's retention", async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  const photo = emu.sendPhoto({ chatId: 799, caption: 'keep me for a while' })
+  await emu.waitFor((call) => call.method === 'sendMessage' && inChat(799)(call), WAIT)
+  const dir = path.join(stack.stateDir, 'media', String(photo.update_id))
+  t.ok(fs.existsSync(dir), 'downloaded')
+  await stack.svc.stop()
+  const inbox = new Database(path.join(stack.stateDir, 'inbox.sqlite'))
+  inbox.prepare('UPDATE messages SET finished_at = finished_at - ? WHERE update_id = ?').run(100 * 3600_000, photo.update_id)
+  inbox.close()
+  await stack.restart()
+  await eventually(() => !fs.existsSync(dir), 10_000, 'the media directory pruned')
+  t.pass('pruned with its message, 100 h after it finished (INBOX_RETENTION_H=72)')
 })
