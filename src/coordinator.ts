@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { answerCommand, type CommandAnswer } from './chat-commands.js'
 import { classifyUpdate, type IncomingMessage } from './intake.js'
 import { InboxWriteError, type StoredMessage } from './store/inbox.js'
+import { PendingAcks } from './dispatch/acks.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
 import { createMessageWork, deliver, type WorkerDeps } from './dispatch/worker.js'
 import { mediaDir, removeMedia } from './telegram/media.js'
@@ -25,8 +26,8 @@ export interface Receipt {
   readonly webhookReply?: Record<string, unknown>
 }
 
-/** What the coordinator is made of: exactly what its messages' work needs. */
-export type CoordinatorDeps = WorkerDeps
+/** What the coordinator is made of: what its messages' work needs, but the acks it keeps itself. */
+export type CoordinatorDeps = Omit<WorkerDeps, 'acks'>
 
 /**
  * The service's core: takes an update in (stored before it is acknowledged), acknowledges it with
@@ -37,6 +38,7 @@ export class Coordinator {
   readonly startedAt = Date.now()
   lastUpdateAt: number | undefined
   #deps: CoordinatorDeps
+  #acks = new PendingAcks()
   // Learnt at start (getMe), so that "/status@OtherBot" in a group is left to the other bot.
   #botUsername: string | undefined
   #timers: NodeJS.Timeout[] = []
@@ -44,7 +46,10 @@ export class Coordinator {
 
   constructor(deps: CoordinatorDeps) {
     this.#deps = deps
-    this.dispatcher = new Dispatcher({ maxConcurrent: deps.config.maxConcurrentBrains, work: createMessageWork(deps) })
+    this.dispatcher = new Dispatcher({
+      maxConcurrent: deps.config.maxConcurrentBrains,
+      work: createMessageWork({ ...deps, acks: this.#acks }),
+    })
   }
 
   /** True once shutdown began: the webhook answers 503 so Telegram re-sends later. */
@@ -107,7 +112,7 @@ export class Coordinator {
     let webhookReply: Record<string, unknown> | undefined
     if (answer === undefined) {
       if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
-      else this.#acknowledge(message, receivedAt, messageLog)
+      else this.#acknowledge(updateId, message, receivedAt, messageLog)
       messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
       // A newer message stops the running brain; the next run takes every message not yet answered.
       if (config.busyMode === 'interrupt' && this.dispatcher.stop(message.chatId, 'interrupt')) {
@@ -124,9 +129,11 @@ export class Coordinator {
   }
 
   /** Fires the receipt reaction; its failure is logged and never touches the work. */
-  #acknowledge(message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
+  #acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
     const { telegram, config, metrics } = this.#deps
-    telegram.react(message.chatId, message.messageId, config.ackEmoji).then(
+    const call = telegram.react(message.chatId, message.messageId, config.ackEmoji)
+    this.#acks.track(updateId, call)
+    call.then(
       () => metrics.ackLatency.observe((Date.now() - receivedAt) / 1000),
       (error: unknown) => log.warn({ err: error }, 'receipt reaction failed'),
     )

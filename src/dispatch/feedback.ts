@@ -17,15 +17,18 @@ const EVENT_WARNINGS_MAX = 10
  * What the chat sees while a brain works on its message: "typing…" while a brain runs, one status
  * message edited in place by the brain's `progress` events, its `message` events sent at once and
  * its `react` events applied. Everything here is best effort: a failure is logged and never touches
- * the run. {@link close} ends it all, before the reply is sent.
+ * the run. {@link close} ends it all, before the reply is sent; only the brain's messages are waited
+ * for then (they come before the reply), never the status message or a reaction.
  */
 export class ChatFeedback {
   #telegram: TelegramClient
   #target: ReplyTarget
   #log: FastifyBaseLogger
   #typingTimer: NodeJS.Timeout | undefined
-  // Sends, edits and reactions run one after another, so they reach the chat in the brain's order.
-  #chain: Promise<void> = Promise.resolve()
+  // Each kind of call runs one after another, so it reaches the chat in the brain's order.
+  #messages: Promise<void> = Promise.resolve()
+  #status: Promise<void> = Promise.resolve()
+  #reactions: Promise<void>
   #closed = false
   #warnings = 0
   #messagesSent = 0
@@ -36,10 +39,17 @@ export class ChatFeedback {
   #statusTimer: NodeJS.Timeout | undefined
   #brainReaction: ReactionEmoji | undefined
 
-  constructor({ telegram, target, log }: { telegram: TelegramClient; target: ReplyTarget; log: FastifyBaseLogger }) {
-    this.#telegram = telegram
-    this.#target = target
-    this.#log = log
+  /** `afterReceipt` settles with the message's 👀, which the brain's reaction must not land under. */
+  constructor(options: { telegram: TelegramClient; target: ReplyTarget; log: FastifyBaseLogger; afterReceipt: Promise<void> }) {
+    this.#telegram = options.telegram
+    this.#target = options.target
+    this.#log = options.log
+    this.#reactions = options.afterReceipt
+  }
+
+  /** Settles when the brain's reactions have (a final reaction goes after them). */
+  get reactionsSettled(): Promise<void> {
+    return this.#reactions
   }
 
   /** The reaction the brain chose for the message, if any: it stands instead of REACTION_DONE. */
@@ -77,18 +87,23 @@ export class ChatFeedback {
     }
   }
 
-  /** Stops typing and progress, waits for what is being sent, and deletes the status message. */
+  /**
+   * Stops typing and progress, deletes the status message (without waiting for it), and waits for
+   * the brain's messages to be sent.
+   */
   async close(): Promise<void> {
     this.#closed = true
     this.stopTyping()
     clearTimeout(this.#statusTimer)
-    await this.#chain
-    if (this.#statusId === undefined) return
-    try {
-      await this.#telegram.deleteMessage(this.#target.chatId, this.#statusId)
-    } catch (error) {
-      this.#log.warn({ err: error }, 'status message not deleted')
-    }
+    this.#status = this.#status.then(async () => {
+      if (this.#statusId === undefined) return
+      try {
+        await this.#telegram.deleteMessage(this.#target.chatId, this.#statusId)
+      } catch (error) {
+        this.#log.warn({ err: error }, 'status message not deleted')
+      }
+    })
+    await this.#messages
   }
 
   #progress(text: string): void {
@@ -97,7 +112,7 @@ export class ChatFeedback {
     const wait = Math.max(0, this.#statusAt + PROGRESS_EDIT_EVERY_MS - Date.now())
     this.#statusTimer = setTimeout(() => {
       this.#statusTimer = undefined
-      this.#enqueue(() => this.#showStatus())
+      this.#status = this.#status.then(() => this.#showStatus())
     }, wait)
   }
 
@@ -121,7 +136,7 @@ export class ChatFeedback {
       }
       return
     }
-    this.#enqueue(async () => {
+    this.#messages = this.#messages.then(async () => {
       try {
         await this.#telegram.sendReply(this.#target, text)
       } catch (error) {
@@ -137,17 +152,13 @@ export class ChatFeedback {
       return
     }
     this.#brainReaction = reaction
-    this.#enqueue(async () => {
+    this.#reactions = this.#reactions.then(async () => {
       try {
         await this.#telegram.react(this.#target.chatId, this.#target.messageId, reaction)
       } catch (error) {
         this.#log.warn({ err: error }, "brain's reaction not set")
       }
     })
-  }
-
-  #enqueue(task: () => Promise<void>): void {
-    this.#chain = this.#chain.then(task)
   }
 
   #warn(fields: Record<string, unknown>, message: string): void {

@@ -14,6 +14,7 @@ import { downloadMedia, mediaDir, mediaOf } from '../telegram/media.js'
 import type { ReactionEmoji } from '../telegram/reactions.js'
 import { ChatLockTimeout, type ChatLocks } from './chat-lock.js'
 import { JobStopped, type StopReason, type Work, type WorkContext } from './dispatcher.js'
+import type { PendingAcks } from './acks.js'
 import { ChatFeedback } from './feedback.js'
 
 /** Exit status by which a brain asks to be retried (EX_TEMPFAIL). */
@@ -32,6 +33,7 @@ export interface WorkerDeps {
   readonly locks: ChatLocks
   readonly metrics: Metrics
   readonly log: FastifyBaseLogger
+  readonly acks: PendingAcks
 }
 
 /**
@@ -54,7 +56,7 @@ export function createMessageWork(deps: WorkerDeps): Work {
       context.settle()
       await deliver(deps, message, message.reply, log)
       // Only a brain's outcome gets a reaction; a command's or a notice's answer does not.
-      if (message.startedAt !== null) finalReaction(deps, [message], message.state, undefined, log)
+      if (message.startedAt !== null) finalReaction(deps, [message], message.state, undefined, Promise.resolve(), log)
     }
   }
 }
@@ -78,7 +80,7 @@ async function runTurn(deps: WorkerDeps, batch: Batch, context: WorkContext, log
     }
     return
   }
-  const feedback = new ChatFeedback({ telegram, target: replyTarget(lead), log: turnLog })
+  const feedback = new ChatFeedback({ telegram, target: replyTarget(lead), log: turnLog, afterReceipt: deps.acks.settled(lead.updateId) })
   let outcome: Outcome | 'interrupted' | 'requeued'
   try {
     outcome = await runAttempts(deps, batch, messages, context, feedback, turnLog)
@@ -99,7 +101,7 @@ async function runTurn(deps: WorkerDeps, batch: Batch, context: WorkContext, log
     turnLog.error({ err: error }, 'could not store the outcome; delivering the reply anyway')
   }
   await deliver(deps, lead, outcome.reply, turnLog)
-  finalReaction(deps, batch, outcome.state, feedback.brainReaction, turnLog)
+  finalReaction(deps, batch, outcome.state, feedback.brainReaction, feedback.reactionsSettled, turnLog)
 }
 
 /** Parses the stored updates and downloads their media (outside any brain slot). */
@@ -157,12 +159,16 @@ export async function deliver(
   }
 }
 
-/** Replaces the receipt reaction by the outcome's (REACTION_*); the brain's own reaction stands on success. */
+/**
+ * Replaces the receipt reaction by the outcome's (REACTION_*), once the 👀 and the brain's own
+ * reactions have settled, so that none of them lands on top. The brain's reaction stands on success.
+ */
 function finalReaction(
   deps: WorkerDeps,
   batch: readonly StoredMessage[],
   state: MessageState,
   brainReaction: ReactionEmoji | undefined,
+  brainReactionsSettled: Promise<void>,
   log: FastifyBaseLogger,
 ): void {
   const { reactions } = deps.config
@@ -170,9 +176,9 @@ function finalReaction(
   if (emoji === undefined) return
   for (const message of batch) {
     if (state === 'done' && brainReaction !== undefined && message === batch.at(-1)) continue
-    deps.telegram.react(message.chatId, message.messageId, emoji).catch((error: unknown) => {
-      log.warn({ err: error, update_id: message.updateId }, 'final reaction not set')
-    })
+    void Promise.all([deps.acks.settled(message.updateId), brainReactionsSettled])
+      .then(() => deps.telegram.react(message.chatId, message.messageId, emoji))
+      .catch((error: unknown) => log.warn({ err: error, update_id: message.updateId }, 'final reaction not set'))
   }
 }
 
@@ -195,27 +201,30 @@ async function runAttempts(
     return reason === 'shutdown' ? 'interrupted' : 'requeued'
   }
 
-  const budgetDeadline = Date.now() + config.brain.messageBudgetMs
+  // Both limits count from when a brain starts, not from the wait for a slot: the budget from the
+  // first attempt, the timeout from each.
+  let budgetDeadline = Number.POSITIVE_INFINITY
   const firstAttempt = Math.max(...batch.map((message) => message.attempts))
   let attempt = firstAttempt
   let lastAttempt: BrainAttempt
   let limitMs = config.brain.timeoutMs
   for (;;) {
     attempt++
-    const startedAt = Date.now()
-    const deadline = Math.min(startedAt + config.brain.timeoutMs, budgetDeadline)
-    // Which limit ends this attempt, for the timeout notice.
-    limitMs = deadline === budgetDeadline ? config.brain.messageBudgetMs : config.brain.timeoutMs
-    const envelope = buildEnvelope({ messages, attempt, redelivered, deadlineMs: deadline, chatDir })
     let result: BrainAttempt | ChatLockTimeout
     try {
       result = await context.inSlot(async () => {
+        const startedAt = Date.now()
+        if (budgetDeadline === Number.POSITIVE_INFINITY) budgetDeadline = startedAt + config.brain.messageBudgetMs
+        const deadline = Math.min(startedAt + config.brain.timeoutMs, budgetDeadline)
+        // Which limit ends this attempt, for the timeout notice.
+        limitMs = deadline === budgetDeadline ? config.brain.messageBudgetMs : config.brain.timeoutMs
         const release = await deps.locks.acquire(lead.chatId, deadline, log)
         try {
           // Only now can the brain have side effects: a restart before this point is no redelivery.
           const runningAt = Date.now()
           for (const message of batch) inbox.markRunning(message.seq, attempt, runningAt)
           await fs.promises.mkdir(chatDir, { recursive: true })
+          const envelope = buildEnvelope({ messages, attempt, redelivered, deadlineMs: deadline, chatDir })
           feedback.startTyping()
           return await runBrain({
             argv: config.brain.argv,
