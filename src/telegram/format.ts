@@ -326,11 +326,13 @@ interface Body {
   readonly open: number[]
 }
 
+/** One walk over a part's atoms: what it shows, where its text lies, which tags are open after it. */
 function readBody(html: string, start: number, end: number, open: readonly number[]): Body {
   const stack = [...open]
   let textStart = -1
   let textEnd = -1
   let visible = ''
+  // Text between markup is copied in runs, not character by character.
   let literalStart = start
   for (let at = start; at < end; ) {
     const code = html.charCodeAt(at)
