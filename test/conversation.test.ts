@@ -340,3 +340,18 @@ t.test("downloaded media goes with the inbox's retention", async (t) => {
   await eventually(() => !fs.existsSync(dir), 10_000, 'the media directory pruned')
   t.pass('pruned with its message, 100 h after it finished (INBOX_RETENTION_H=72)')
 })
+
+t.test('a big Markdown reply is formatted off the event loop and arrives as valid parts, in order', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  emu.sendText({ chatId: 800, text: 'big=300' })
+  await stack.svc.waitForLog((line) => line.msg === 'reply sent' && line['chat_id'] === 800, 60_000)
+  const parts = emu.callsOf('sendMessage').filter(inChat(800))
+  t.ok(parts.length >= 40, `${parts.length} parts`)
+  t.ok(parts.every((call) => call.ok && call.params['parse_mode'] === 'HTML'), 'every part valid Telegram HTML')
+  const text = parts.map((call) => sent(call)?.text ?? '').join('\n')
+  const numbers = [...text.matchAll(/^Section (\d+)$/gmu)].map((match) => Number(match[1]))
+  t.ok(numbers.length > 1000 && numbers.every((n, i) => n === i + 1), `all ${numbers.length} sections, in order`)
+  t.notOk(stack.svc.logs.some((line) => line.msg.startsWith('formatting thread failed')), 'formatted in its thread')
+})

@@ -1,7 +1,9 @@
+import { Worker } from 'node:worker_threads'
+import type { FastifyBaseLogger } from 'fastify'
 import { Api, GrammyError, HttpError } from 'grammy'
 import { autoRetry } from '@grammyjs/auto-retry'
 import type { Metrics } from '../metrics.js'
-import { formatReply } from './format.js'
+import { formatReply, type FormattedPart } from './format.js'
 import type { ReactionEmoji } from './reactions.js'
 
 /** Where a reply goes: the chat, the message it answers, and the forum topic if any. */
@@ -15,6 +17,7 @@ export interface TelegramOptions {
   readonly token: string
   readonly apiRoot: string
   readonly metrics: Metrics
+  readonly log: FastifyBaseLogger
 }
 
 // A reply waits out rate limits and Telegram's 5xx, but not forever.
@@ -23,6 +26,9 @@ const REPLY_RETRY = { maxRetryAttempts: 5, maxDelaySeconds: 60, rethrowHttpError
 const NETWORK_ATTEMPTS = 5
 const NETWORK_BACKOFF_MS = [500, 1000, 2000, 4000]
 const REQUEST_TIMEOUT_S = 30
+// Formatting takes about 0.2 ms per KiB: a reply bigger than this is formatted in a worker thread,
+// so that the webhook never waits behind it.
+const FORMAT_OFF_LOOP_CHARS = 64 * 1024
 // The receipt reaction, typing and progress are only useful now: no retries, and a short timeout.
 const NOW_OR_NEVER_TIMEOUT_S = 5
 
@@ -36,8 +42,10 @@ export class TelegramClient {
   readonly api: Api
   // A separate client for what is only worth sending now, so that its failures are never retried.
   #nowApi: Api
+  #log: FastifyBaseLogger
 
-  constructor({ token, apiRoot, metrics }: TelegramOptions) {
+  constructor({ token, apiRoot, metrics, log }: TelegramOptions) {
+    this.#log = log
     this.api = new Api(token, { apiRoot, timeoutSeconds: REQUEST_TIMEOUT_S })
     this.#nowApi = new Api(token, { apiRoot, timeoutSeconds: NOW_OR_NEVER_TIMEOUT_S })
     for (const api of [this.api, this.#nowApi]) {
@@ -71,7 +79,8 @@ export class TelegramClient {
    * HTML Telegram refuses is sent again as plain text.
    */
   async sendReply(target: ReplyTarget, markdown: string): Promise<void> {
-    for (const part of formatReply(markdown)) {
+    const parts = await formatOffLoop(markdown, (error) => this.#log.warn({ err: error }, 'formatting thread failed; formatting on the event loop'))
+    for (const part of parts) {
       const options = { ...replyTo(target), ...threadOf(target) }
       try {
         await withNetworkRetries(() => this.api.sendMessage(target.chatId, part.html, { ...options, parse_mode: 'HTML' }))
@@ -94,6 +103,25 @@ export class TelegramClient {
 
   async deleteMessage(chatId: number, messageId: number): Promise<void> {
     await this.#nowApi.deleteMessage(chatId, messageId)
+  }
+}
+
+/** formatReply, in a worker thread for a big reply (on the event loop if the thread fails). */
+export async function formatOffLoop(markdown: string, onThreadError: (error: unknown) => void): Promise<FormattedPart[]> {
+  if (markdown.length < FORMAT_OFF_LOOP_CHARS) return formatReply(markdown)
+  try {
+    const worker = new Worker(new URL('./format-worker.js', import.meta.url), { workerData: markdown })
+    return await new Promise<FormattedPart[]>((resolve, reject) => {
+      worker.once('message', (parts: FormattedPart[]) => {
+        resolve(parts)
+        void worker.terminate()
+      })
+      worker.once('error', reject)
+      worker.once('exit', (code) => reject(new Error(`the formatting thread exited (${code}) without a result`)))
+    })
+  } catch (error) {
+    onThreadError(error)
+    return formatReply(markdown)
   }
 }
 
