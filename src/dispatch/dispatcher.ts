@@ -59,6 +59,9 @@ export interface ChatStatus {
 
 interface Lane {
   readonly queue: PQueue
+  // The chat's later jobs, as plain records: the queue gets them one at a time, so a long backlog
+  // costs a few dozen bytes a message instead of a queued task (a closure and a promise) each.
+  readonly backlog: Job[]
   // Jobs added and not yet finished, including the one running: the lane is dropped at zero.
   outstanding: number
   current: Current | undefined
@@ -102,13 +105,17 @@ export class Dispatcher {
   enqueue(job: Job): void {
     let lane = this.#lanes.get(job.chatId)
     if (!lane) {
-      lane = { queue: new PQueue({ concurrency: 1 }), outstanding: 0, current: undefined }
+      lane = { queue: new PQueue({ concurrency: 1 }), backlog: [], outstanding: 0, current: undefined }
       this.#lanes.set(job.chatId, lane)
     }
-    const chatLane = lane
-    chatLane.outstanding++
+    lane.outstanding++
     this.#queued++
-    void chatLane.queue.add(() => this.#run(chatLane, job))
+    if (lane.outstanding === 1) this.#admit(lane, job)
+    else lane.backlog.push(job)
+  }
+
+  #admit(lane: Lane, job: Job): void {
+    void lane.queue.add(() => this.#run(lane, job))
   }
 
   /** Runs in the chat's turn; errors are the work's to handle, so one that escapes is only contained. */
@@ -150,6 +157,8 @@ export class Dispatcher {
       this.#active.delete(work)
       lane.current = undefined
       this.#leave(lane, job)
+      const next = lane.backlog.shift()
+      if (next) this.#admit(lane, next)
     }
   }
 
@@ -171,7 +180,7 @@ export class Dispatcher {
   chatStatus(chatId: number): ChatStatus {
     const lane = this.#lanes.get(chatId)
     if (!lane) return { running: undefined, queued: 0 }
-    return { running: lane.current && describe(lane.current), queued: lane.queue.size }
+    return { running: lane.current && describe(lane.current), queued: lane.queue.size + lane.backlog.length }
   }
 
   /** Brains running now (slots in use). */
