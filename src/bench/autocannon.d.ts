@@ -12,6 +12,10 @@ declare module 'autocannon' {
     connections?: number
     pipelining?: number
     duration?: number
+    /** Stop after this many requests (overrides duration). */
+    amount?: number
+    /** Requests per second across all connections (no limit by default). */
+    overallRate?: number
     method?: string
     headers?: Record<string, string>
     requests?: Request[]

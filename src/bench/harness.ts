@@ -1,0 +1,399 @@
+// What every benchmark shares: paths, the bot's credentials, child processes (the service, the
+// emulator, the baselines) with their logs, ports, temporary directories and clean-up.
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { Api } from 'grammy'
+import type { Chat, Message, User } from 'grammy/types'
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export const CLI = path.join(ROOT, 'dist/cli.js')
+export const BENCH_DIST = path.join(ROOT, 'dist/bench')
+/** The scriptable test brain: `sleep=S`, `hang`, `silent`, … (see its header). */
+export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
+export const TOKEN = '123456:BENCH-token'
+export const SECRET = 'bench-secret_0123'
+export const WEBHOOK_PATH = '/telegram/webhook'
+export const SLOTS = 4
+export const HEADERS = { 'content-type': 'application/json', 'x-telegram-bot-api-secret-token': SECRET } as const
+const UP_TIMEOUT_MS = 20_000
+const STOP_GRACE_MS = 10_000
+const STDERR_KEPT_CHARS = 8_000
+
+export const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes. */
+export const wallClockMs = (): number => performance.timeOrigin + performance.now()
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+const tempDirs: string[] = []
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `coordinator-bench-${prefix}-`))
+  tempDirs.push(dir)
+  return dir
+}
+
+/** One line of a child's JSON log (pino). */
+export interface LogLine {
+  readonly msg: string
+  /** pino's Date.now() in the child, ms. */
+  readonly time: number
+  readonly [field: string]: unknown
+}
+
+interface LineWaiter {
+  readonly match: (line: LogLine) => boolean
+  readonly resolve: (line: LogLine) => void
+}
+
+/** Where `--cpu-prof` was asked to put the service processes' CPU profiles, if anywhere. */
+let cpuProfileDir: string | undefined
+export function profileServicesInto(dir: string): void {
+  cpuProfileDir = path.resolve(dir)
+  fs.mkdirSync(cpuProfileDir, { recursive: true })
+}
+
+export interface StartOptions {
+  /** Extra arguments for node itself (before the script), e.g. --inspect. */
+  readonly nodeArgs?: readonly string[]
+  /** Parse stdout as JSON lines (the service's log at LOG_LEVEL=info, a baseline's "ready"). */
+  readonly readLog?: boolean
+  /** Profile this process's CPU when the run asked for it (--cpu-prof). */
+  readonly profile?: boolean
+}
+
+const children = new Set<BenchChild>()
+
+/** A node process the bench started: the service, the emulator, a baseline or a probe. */
+export class BenchChild {
+  readonly name: string
+  readonly process: ChildProcess
+  /** Wall clock (ms, sub-ms resolution) when it was spawned, to compare with its log's `time`. */
+  readonly spawnedAtWallMs: number
+  readonly logs: LogLine[] = []
+  readonly exited: Promise<void>
+  #stderr = ''
+  #stopping = false
+  #waiters = new Set<LineWaiter>()
+
+  constructor(name: string, script: string, args: readonly string[], env: Record<string, string>, options: StartOptions = {}) {
+    this.name = name
+    const profile = options.profile === true && cpuProfileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`] : []
+    this.spawnedAtWallMs = wallClockMs()
+    // A clean environment: nothing of the bench's own (NODE_OPTIONS loaders included) leaks in.
+    this.process = spawn(process.execPath, [...profile, ...(options.nodeArgs ?? []), script, ...args], {
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
+      stdio: ['ignore', options.readLog ? 'pipe' : 'ignore', 'pipe'],
+    })
+    this.exited = new Promise((resolve) => this.process.once('close', () => resolve()))
+    this.process.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      this.#stderr = (this.#stderr + chunk).slice(-STDERR_KEPT_CHARS)
+    })
+    if (options.readLog) {
+      let partial = ''
+      this.process.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+        const lines = (partial + chunk).split('\n')
+        partial = lines.pop() ?? ''
+        for (const text of lines) this.#read(text)
+      })
+    }
+    this.process.once('exit', (code, signal) => {
+      if (!this.#stopping && code !== 0) process.stderr.write(`bench: ${name} exited (${code ?? signal}):\n${this.#stderr}\n`)
+    })
+    children.add(this)
+  }
+
+  get pid(): number {
+    const pid = this.process.pid
+    if (pid === undefined) throw new Error(`${this.name} has no pid: it could not be started`)
+    return pid
+  }
+
+  get alive(): boolean {
+    return this.process.exitCode === null && this.process.signalCode === null
+  }
+
+  get stderr(): string {
+    return this.#stderr
+  }
+
+  /** The first log line (already read or still to come) that matches; rejects after timeoutMs. */
+  waitForLog(match: (line: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
+    const seen = this.logs.find(match)
+    if (seen) return Promise.resolve(seen)
+    return new Promise((resolve, reject) => {
+      const waiter: LineWaiter = {
+        match,
+        resolve: (line) => {
+          clearTimeout(timer)
+          resolve(line)
+        },
+      }
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter)
+        reject(new Error(`${this.name}: no matching log line within ${timeoutMs} ms; stderr:\n${this.#stderr}`))
+      }, timeoutMs)
+      this.#waiters.add(waiter)
+    })
+  }
+
+  /** SIGTERM (the service drains; SHUTDOWN_GRACE_S is short in the bench), SIGKILL if it lingers. */
+  async stop(): Promise<void> {
+    this.#stopping = true
+    if (this.alive) {
+      this.process.kill('SIGTERM')
+      const timer = setTimeout(() => this.process.kill('SIGKILL'), STOP_GRACE_MS)
+      await this.exited
+      clearTimeout(timer)
+    }
+    children.delete(this)
+  }
+
+  /** SIGKILL at once: a crash, or a process whose shutdown is of no interest. */
+  async kill(): Promise<void> {
+    this.#stopping = true
+    if (this.alive) this.process.kill('SIGKILL')
+    await this.exited
+    children.delete(this)
+  }
+
+  #read(text: string): void {
+    if (!text.trim()) return
+    let line: LogLine
+    try {
+      line = JSON.parse(text) as LogLine
+    } catch {
+      line = { msg: text, time: Date.now() }
+    }
+    this.logs.push(line)
+    for (const waiter of this.#waiters) {
+      if (!waiter.match(line)) continue
+      this.#waiters.delete(waiter)
+      waiter.resolve(line)
+    }
+  }
+}
+
+/** Polls `url` until it answers below 500; throws if the process exits or 20 s pass. */
+export async function waitUntilUp(url: string, child: BenchChild): Promise<void> {
+  const until = Date.now() + UP_TIMEOUT_MS
+  while (Date.now() < until) {
+    if (!child.alive) throw new Error(`${child.name} exited before ${url} answered:\n${child.stderr}`)
+    try {
+      const response = await fetch(url)
+      await response.arrayBuffer()
+      if (response.status < 500) return
+    } catch {
+      // not listening yet
+    }
+    await delay(25)
+  }
+  throw new Error(`${url} did not come up within ${UP_TIMEOUT_MS / 1000} s`)
+}
+
+export interface EmulatorProcess {
+  readonly url: string
+  readonly child: BenchChild
+}
+
+/** The Bot API emulator as its own process (`coordinator emulator`), for the heavy benchmarks. */
+export async function startEmulatorProcess(): Promise<EmulatorProcess> {
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const child = new BenchChild('emulator', CLI, ['emulator', '--port', String(port), '--token', TOKEN], {})
+  await waitUntilUp(`${url}/_emulator/webhook`, child)
+  return { url, child }
+}
+
+export interface ServiceOptions {
+  readonly apiRoot: string
+  /** Environment beyond the bench defaults (INBOX, ACK_MODE, LOG_LEVEL, BRAIN_COMMAND, …). */
+  readonly env?: Record<string, string>
+  readonly stateDir?: string
+  readonly nodeArgs?: readonly string[]
+  readonly readLog?: boolean
+}
+
+export interface RunningService {
+  readonly url: string
+  readonly child: BenchChild
+  readonly stateDir: string
+}
+
+/** `coordinator serve` in its own process, with the bench's defaults; resolves once it answers /livez. */
+export async function startService(options: ServiceOptions): Promise<RunningService> {
+  const port = await freePort()
+  const stateDir = options.stateDir ?? tempDir('state')
+  const child = new BenchChild(
+    'service',
+    CLI,
+    ['serve'],
+    {
+      TELEGRAM_BOT_TOKEN: TOKEN,
+      TELEGRAM_WEBHOOK_SECRET: SECRET,
+      TELEGRAM_API_ROOT: options.apiRoot,
+      ALLOW_ALL_CHATS: '1',
+      BRAIN_COMMAND: TEST_BRAIN,
+      MAX_CONCURRENT_BRAINS: String(SLOTS),
+      STATE_DIR: stateDir,
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      KILL_GRACE_S: '1',
+      SHUTDOWN_GRACE_S: '1',
+      // `hang` brains must hold their slots for the whole run, however long filling the queues takes.
+      BRAIN_TIMEOUT_S: '86400',
+      MESSAGE_BUDGET_S: '86400',
+      ...options.env,
+    },
+    { readLog: options.readLog ?? false, profile: true, ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}) },
+  )
+  const url = `http://127.0.0.1:${port}`
+  await waitUntilUp(`${url}/livez`, child)
+  return { url, child, stateDir }
+}
+
+/** Has the emulator deliver updates to `url` as Telegram would (per-chat order, 40 connections). */
+export async function pointWebhookAt(apiRoot: string, url: string): Promise<void> {
+  await new Api(TOKEN, { apiRoot }).setWebhook(url, { secret_token: SECRET })
+}
+
+/** Polls /healthz from its own process (see probe.ts); `result` resolves with the latencies, ms. */
+export function probeHealth(serviceUrl: string, perS: number, durationS: number): { result: Promise<number[]> } {
+  const probe = new BenchChild('healthz probe', path.join(BENCH_DIST, 'probe.js'), [`${serviceUrl}/healthz`, String(perS), String(durationS)], {}, { readLog: true })
+  return {
+    result: probe.waitForLog((line) => line.msg === 'probe', durationS * 1000 + 10_000).then((line) => line['latencies'] as number[]),
+  }
+}
+
+/** The part of /healthz the benchmarks wait on. */
+export interface Health {
+  readonly brains: { readonly running: number }
+  readonly queue: { readonly pending: number; readonly chats: number }
+}
+
+export async function health(serviceUrl: string): Promise<Health> {
+  const response = await fetch(`${serviceUrl}/healthz`)
+  return (await response.json()) as Health
+}
+
+/** Polls /healthz until `done` holds; throws with the last report after `timeoutMs`. */
+export async function waitForHealth(serviceUrl: string, done: (report: Health) => boolean, timeoutMs: number, what: string): Promise<Health> {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const report = await health(serviceUrl)
+    if (done(report)) return report
+    if (Date.now() > until) throw new Error(`service did not reach "${what}" within ${timeoutMs / 1000} s; /healthz says ${JSON.stringify(report)}`)
+    await delay(50)
+  }
+}
+
+/** A private chat's text message, as Telegram describes it. */
+export function textMessage(chatId: number, messageId: number, text: string): Message.TextMessage & { chat: Chat.PrivateChat; from: User } {
+  return {
+    message_id: messageId,
+    date: Math.floor(Date.now() / 1000),
+    chat: { id: chatId, type: 'private', first_name: `u${chatId}` },
+    from: { id: chatId, is_bot: false, first_name: `u${chatId}` },
+    text,
+  }
+}
+
+/** A raw Telegram Update with a text message, as the webhook receives it. */
+export function textUpdate(updateId: number, chatId: number, messageId: number, text: string): string {
+  return JSON.stringify({ update_id: updateId, message: textMessage(chatId, messageId, text) })
+}
+
+/**
+ * Makes message 1 of each chat known to an emulator in another process, so that the service's
+ * reactions to it (and replies) succeed: Telegram, and the emulator, refuse to react to a message
+ * they never saw. The bench's updates then all carry message_id 1; the service keys on update_id.
+ */
+export async function registerChats(emulatorUrl: string, chatIds: readonly number[]): Promise<void> {
+  const CONCURRENCY = 16
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < chatIds.length) {
+      const chatId = chatIds[next++] as number
+      const response = await fetch(`${emulatorUrl}/_emulator/updates`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ message: textMessage(chatId, 1, 'hello') }),
+      })
+      if (!response.ok) throw new Error(`registering chat ${chatId} with the emulator failed: ${response.status} ${await response.text()}`)
+      await response.arrayBuffer().catch(() => undefined)
+    }
+  }
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker))
+}
+
+/** A process's resident memory in MB (10⁶ bytes), from /proc/<pid>/status. */
+export interface Memory {
+  readonly rssMB: number
+  /** VmHWM: the highest RSS so far. */
+  readonly peakMB: number
+  /** RssAnon: heap, stacks, malloc; the rest of RSS is mapped files (code, libraries) and shared memory. */
+  readonly anonMB: number
+}
+
+export function memoryOf(pid: number): Memory {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+  const megabytes = (field: string): number => {
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'mu').exec(status)
+    if (!match?.[1]) throw new Error(`/proc/${pid}/status has no ${field}`)
+    return (Number(match[1]) * 1024) / 1e6
+  }
+  return { rssMB: megabytes('VmRSS'), peakMB: megabytes('VmHWM'), anonMB: megabytes('RssAnon') }
+}
+
+/** Stops every child still running (gracefully, so services reap their brains) and removes the temporary directories. */
+export async function cleanup(): Promise<void> {
+  await Promise.all([...children].map((child) => child.stop()))
+  for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
+}
+
+/**
+ * Writes a brain that records, as its very first act, which update it runs and when (wall clock,
+ * µs, from bash's $EPOCHREALTIME: no process of its own), then exits without a reply. Returns its
+ * path; the service must pass BENCH_BRAIN_LOG through (BRAIN_ENV_ALLOW).
+ */
+export function writeStampBrain(dir: string): { brain: string; log: string } {
+  const brain = path.join(dir, 'stamp-brain')
+  fs.writeFileSync(brain, '#!/bin/bash\nprintf \'%s %s\\n\' "$COORDINATOR_UPDATE_ID" "$EPOCHREALTIME" >> "$BENCH_BRAIN_LOG"\n', { mode: 0o755 })
+  return { brain, log: path.join(dir, 'brain-starts.log') }
+}
+
+/** The stamp brain's log: update_id → wall-clock ms when that brain started. */
+export function readStamps(log: string): Map<number, number> {
+  const stamps = new Map<number, number>()
+  if (!fs.existsSync(log)) return stamps
+  for (const line of fs.readFileSync(log, 'utf8').split('\n')) {
+    const [updateId, seconds] = line.trim().split(' ')
+    if (updateId && seconds) stamps.set(Number(updateId), Number(seconds.replace(',', '.')) * 1000)
+  }
+  return stamps
+}
+
+// /proc/<pid>/stat counts CPU time in clock ticks: USER_HZ, 100 on every Linux the bench runs on.
+const CLOCK_TICKS_PER_S = 100
+
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+export function cpuSecondsOf(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name (which may hold spaces), which ends at the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S
+}

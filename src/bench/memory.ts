@@ -1,0 +1,203 @@
+// Memory: the service's RSS with 10,000 chats × 10 queued messages behind busy brain slots, and
+// again once every chat's queue is drained.
+import path from 'node:path'
+import autocannon from 'autocannon'
+import {
+  BENCH_DIST,
+  BenchChild,
+  HEADERS,
+  SLOTS,
+  WEBHOOK_PATH,
+  delay,
+  memoryOf,
+  registerChats,
+  startEmulatorProcess,
+  startService,
+  textUpdate,
+  waitForHealth,
+  type RunningService,
+} from './harness.js'
+import { table, verdict, type Section } from './report.js'
+import { fmt } from './stats.js'
+
+const PER_CHAT = 10
+const CONNECTIONS = 10
+const BUSY_CHAT_BASE = 900_000
+const SAMPLE_EVERY_MS = 250
+const SETTLE_MS = 2000
+const RSS_TARGET_MB = 150
+// "Back near baseline": at most this much above the idle service's RSS once drained (after a GC).
+const NEAR_BASELINE_MB = 20
+
+export interface MemoryOptions {
+  readonly chats: number
+}
+
+interface Reading {
+  readonly phase: string
+  readonly rssMB: number
+  readonly anonMB: number
+  /** V8's heap after a forced full GC, when this reading follows one: live objects, and what V8 keeps committed. */
+  readonly heap?: Heap
+}
+
+interface Heap {
+  readonly usedMB: number
+  readonly totalMB: number
+}
+
+export async function memoryBenchmark({ chats }: MemoryOptions): Promise<Section> {
+  const queued = chats * PER_CHAT
+  process.stdout.write(`memory: ${chats} chats × ${PER_CHAT} messages = ${queued} queued behind ${SLOTS} hanging brains\n`)
+  const emulator = await startEmulatorProcess()
+  try {
+    const chatIds = Array.from({ length: chats }, (_, i) => i + 1)
+    const busyChats = Array.from({ length: SLOTS }, (_, i) => BUSY_CHAT_BASE + i)
+    await registerChats(emulator.url, [...chatIds, ...busyChats])
+    const service = await startService({ apiRoot: emulator.url, nodeArgs: ['--inspect=127.0.0.1:0'] })
+    try {
+      return await measure(service, chatIds, busyChats)
+    } finally {
+      await service.child.stop()
+    }
+  } finally {
+    await emulator.child.stop()
+  }
+}
+
+async function measure(service: RunningService, chatIds: readonly number[], busyChats: readonly number[]): Promise<Section> {
+  const pid = service.child.pid
+  const inspectorUrl = await inspectorUrlOf(service.child)
+  const readings: Reading[] = []
+  const read = async (phase: string, gc: boolean): Promise<void> => {
+    await delay(SETTLE_MS)
+    const heap = gc ? await forceGc(inspectorUrl) : undefined
+    const { rssMB, anonMB } = memoryOf(pid)
+    readings.push({ phase, rssMB, anonMB, ...(heap === undefined ? {} : { heap }) })
+  }
+  let nextUpdateId = 1
+  let nextCommandId = 10_000_000
+
+  for (const chatId of busyChats) await post(service.url, textUpdate(nextUpdateId++, chatId, 1, 'hang'))
+  await waitForHealth(service.url, (report) => report.brains.running === SLOTS, 10_000, `${SLOTS} brains running`)
+  await read('idle, slots busy', false)
+  await read('idle, after a forced GC (baseline)', true)
+  const baseline = readings.at(-1)?.rssMB ?? Number.NaN
+
+  const total = chatIds.length * PER_CHAT
+  let sampledPeak = 0
+  const sampler = setInterval(() => {
+    sampledPeak = Math.max(sampledPeak, memoryOf(pid).rssMB)
+  }, SAMPLE_EVERY_MS)
+  const fillStarted = performance.now()
+  let sent = 0
+  const fill = await autocannon({
+    url: service.url,
+    connections: CONNECTIONS,
+    amount: total,
+    requests: [
+      {
+        method: 'POST',
+        path: WEBHOOK_PATH,
+        headers: HEADERS,
+        // Round-robin over the chats, so each ends up with PER_CHAT messages.
+        setupRequest: (request) => ({ ...request, body: textUpdate(nextUpdateId++, chatIds[sent++ % chatIds.length] as number, 1, 'silent') }),
+      },
+    ],
+  })
+  const fillS = (performance.now() - fillStarted) / 1000
+  clearInterval(sampler)
+  if (fill.non2xx > 0 || fill.errors > 0) throw new Error(`memory: filling the queues got ${fill.non2xx} non-2xx answers and ${fill.errors} errors`)
+  await waitForHealth(service.url, (report) => report.queue.pending >= total, 10_000, `${total} queued`)
+  await read(`${total} queued`, false)
+  const queuedRss = readings.at(-1)?.rssMB ?? Number.NaN
+  // VmHWM only grows: read now, it is the peak of everything so far.
+  const peakDuringFill = Math.max(sampledPeak, memoryOf(pid).peakMB)
+  await read(`${total} queued, after a forced GC`, true)
+  const heapPerMessage = (((readings.at(-1)?.heap?.usedMB ?? Number.NaN) - (readings[1]?.heap?.usedMB ?? Number.NaN)) * 1e6) / total
+
+  // `/cancel all` stops each chat's waiting job and drops its queue; `/cancel` frees the slots.
+  const drainStarted = performance.now()
+  let cancelled = 0
+  const drain = await autocannon({
+    url: service.url,
+    connections: CONNECTIONS,
+    amount: chatIds.length,
+    requests: [
+      {
+        method: 'POST',
+        path: WEBHOOK_PATH,
+        headers: HEADERS,
+        setupRequest: (request) => ({ ...request, body: textUpdate(nextCommandId++, chatIds[cancelled++ % chatIds.length] as number, 1, '/cancel all') }),
+      },
+    ],
+  })
+  if (drain.non2xx > 0 || drain.errors > 0) throw new Error(`memory: /cancel all got ${drain.non2xx} non-2xx answers and ${drain.errors} errors`)
+  for (const chatId of busyChats) await post(service.url, textUpdate(nextCommandId++, chatId, 1, '/cancel'))
+  await waitForHealth(service.url, (r) => r.queue.pending === 0 && r.queue.chats === 0 && r.brains.running === 0, 120_000, 'every queue drained')
+  const drainS = (performance.now() - drainStarted) / 1000
+  const peakAfterDrain = memoryOf(pid).peakMB
+  await read('drained', false)
+  await read('drained, after a forced GC', true)
+  const drained = readings.at(-1)?.rssMB ?? Number.NaN
+
+  const rows = readings.map((r) => [r.phase, fmt(r.rssMB, 1), fmt(r.anonMB, 1), r.heap ? fmt(r.heap.usedMB, 1) : '', r.heap ? fmt(r.heap.totalMB, 1) : ''])
+  rows.splice(2, 0, [`peak while filling (VmHWM)`, fmt(peakDuringFill, 1), '', '', ''])
+  rows.splice(5, 0, [`peak while draining (VmHWM)`, peakAfterDrain > peakDuringFill ? fmt(peakAfterDrain, 1) : 'no higher', '', '', ''])
+  return {
+    title: 'Memory',
+    method: [
+      `The service (SQLite inbox) with ${SLOTS} \`hang\` brains in the slots takes ${chatIds.length} chats × ${PER_CHAT} messages through the webhook`,
+      `(autocannon, ${CONNECTIONS} connections): ${total} queued, nothing drains. Then \`/cancel all\` in every chat and \`/cancel\` in the busy`,
+      `ones empty every queue without running a brain. RSS is VmRSS from /proc/<pid>/status, ${SETTLE_MS / 1000} s after each step;`,
+      `"forced GC" is a full collection through the inspector (the service runs with --inspect), with V8's heap after it: the live`,
+      `objects ("used") and the memory V8 keeps for its heap ("committed"); anonymous RSS beyond that is native (malloc, buffers, SQLite).`,
+    ].join('\n'),
+    body: [
+      table(['phase', 'RSS MB', 'of which anonymous MB', 'JS heap used MB', 'JS heap committed MB'], rows),
+      '',
+      `Filling took ${fmt(fillS, 1)} s (${fmt(total / fillS, 0)} updates/s); draining took ${fmt(drainS, 1)} s.`,
+      `Live JS heap per queued message (after GC, over the idle service's): ${fmt(heapPerMessage, 0)} bytes.`,
+      '',
+      `- RSS with ${total} queued: **${fmt(queuedRss, 1)} MB** (target ≤ ${RSS_TARGET_MB} MB: ${verdict(queuedRss <= RSS_TARGET_MB)}); peak ${fmt(peakDuringFill, 1)} MB`,
+      `- drained, after a GC: **${fmt(drained, 1)} MB**, baseline ${fmt(baseline, 1)} MB (target: within ${NEAR_BASELINE_MB} MB: ${verdict(drained - baseline <= NEAR_BASELINE_MB)})`,
+    ].join('\n'),
+    targets: [
+      { target: `RSS ≤ ${RSS_TARGET_MB} MB with ${total} queued`, measured: `${fmt(queuedRss, 1)} MB (peak ${fmt(peakDuringFill, 1)} MB)`, met: queuedRss <= RSS_TARGET_MB },
+      {
+        target: `RSS back near baseline after draining (≤ baseline + ${NEAR_BASELINE_MB} MB)`,
+        measured: `${fmt(drained, 1)} MB vs ${fmt(baseline, 1)} MB`,
+        met: drained - baseline <= NEAR_BASELINE_MB,
+      },
+    ],
+  }
+}
+
+async function post(serviceUrl: string, body: string): Promise<void> {
+  const response = await fetch(`${serviceUrl}${WEBHOOK_PATH}`, { method: 'POST', headers: HEADERS, body })
+  if (response.status !== 200) throw new Error(`webhook answered ${response.status}: ${await response.text()}`)
+  await response.arrayBuffer()
+}
+
+async function inspectorUrlOf(child: BenchChild): Promise<string> {
+  const until = Date.now() + 10_000
+  for (;;) {
+    const match = /ws:\/\/\S+/u.exec(child.stderr)
+    if (match) return match[0]
+    if (Date.now() > until) throw new Error(`the service printed no inspector URL; stderr:\n${child.stderr}`)
+    await delay(50)
+  }
+}
+
+/** Full GC in the service; returns V8's heap after it. */
+async function forceGc(inspectorUrl: string): Promise<Heap> {
+  const hasWebSocket = (globalThis as { WebSocket?: unknown }).WebSocket !== undefined
+  const child = new BenchChild('inspector', path.join(BENCH_DIST, 'inspector.js'), [inspectorUrl], {}, {
+    readLog: true,
+    nodeArgs: hasWebSocket ? [] : ['--experimental-websocket', '--no-warnings'],
+  })
+  const line = await child.waitForLog((l) => l.msg === 'gc', 30_000)
+  await child.exited
+  const after = line['after'] as { usedSize: number; totalSize: number }
+  return { usedMB: after.usedSize / 1e6, totalMB: after.totalSize / 1e6 }
+}
