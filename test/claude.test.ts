@@ -7,7 +7,7 @@ import { buildPrompt, CLAUDE_BASE_ARGS, claudeArgv, SESSION_GONE_NOTICE } from '
 import { readSession, SESSION_FILE } from '../src/brains/claude-session.js'
 import { classifyFailure, describeToolUse, progressOf, type ClaudeResult, type RunEvidence } from '../src/brains/claude-stream.js'
 import type { RecordedCall } from '../src/emulator/index.js'
-import { eventually, ROOT, startStack, tempDir, type Stack } from './helpers/service.js'
+import { eventually, isAlive, ROOT, startStack, tempDir, type Stack } from './helpers/service.js'
 
 // The real service runs the real adapter (scripts/brains/claude → dist/brains/claude.js), which runs
 // test/fixtures/fake-claude/claude, a stand-in for Claude Code's CLI, found first on PATH.
@@ -350,13 +350,4 @@ function runAdapter(envelope: object, env: Record<string, string>, onStart?: (ch
 
 function lastLine(text: string): string {
   return text.trim().split('\n').at(-1) ?? ''
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
 }

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import type { Message } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
-import { ROOT, delay, eventually, readBrainLog, startStack, type Stack } from './helpers/service.js'
+import { ROOT, delay, eventually, isAlive, readBrainLog, startStack, type Stack } from './helpers/service.js'
 
 // Generous: CI machines are noisy; these bound waits, they are not what the tests measure.
 const WAIT = { timeoutMs: 20_000 }
@@ -17,15 +17,6 @@ const reactionsOn = (stack: Stack, chatId: number, messageId: number): string[] 
     .filter((call) => call.ok && call.params['chat_id'] === chatId && call.params['message_id'] === messageId)
     .map((call) => (call.params['reaction'] as { emoji: string }[])[0]?.emoji ?? '')
 const brainStarts = (stack: Stack) => readBrainLog(stack.brainLog).filter((line) => line['ev'] === 'start')
-
-function isAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
-}
 
 t.test('typing and the final reaction, on every way a run can end', async (t) => {
   const stack = await startStack({ env: { BRAIN_TIMEOUT_S: '6', MESSAGE_BUDGET_S: '7' } })

@@ -168,6 +168,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   return stack
 }
 
+/** True while a process exists and is not a zombie (a zombie is dead, only not yet reaped). */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
+}
+
 /** The brain log's JSON lines. */
 export function readBrainLog(file: string): Record<string, unknown>[] {
   if (!fs.existsSync(file)) return []
