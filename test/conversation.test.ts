@@ -346,3 +346,14 @@ t.test('a big Markdown reply is formatted off the event loop and arrives as vali
   t.ok(numbers.length > 1000 && numbers.every((n, i) => n === i + 1), `all ${numbers.length} sections, in order`)
   t.notOk(stack.svc.logs.some((line) => line.msg.startsWith('formatting thread failed')), 'formatted in its thread')
 })
+
+t.test('a chat directory that cannot be created does not stop the brain', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  fs.mkdirSync(path.join(stack.stateDir, 'chats'), { recursive: true })
+  fs.writeFileSync(path.join(stack.stateDir, 'chats', '801'), 'a file where the directory should be')
+  stack.emu.sendText({ chatId: 801, text: 'still here' })
+  const reply = await stack.emu.waitFor((call) => call.method === 'sendMessage' && inChat(801)(call), WAIT)
+  t.match(sent(reply)?.text, /^reply \d+ still here$/u)
+  t.ok(stack.svc.logs.some((line) => line.msg.startsWith('could not create the chat directory')), 'warned')
+})

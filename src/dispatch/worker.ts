@@ -51,7 +51,14 @@ export function createMessageWork(deps: WorkerDeps): Work {
     if (message.state === 'queued') {
       const collected = deps.config.busyMode === 'queue' ? [] : deps.inbox.queuedInChat(message.chatId).slice(0, COLLECT_MAX)
       const [first = message, ...rest] = collected
-      await runTurn(deps, [first, ...rest], context, log)
+      const batch: Batch = [first, ...rest]
+      try {
+        await runTurn(deps, batch, context, log)
+      } catch (error) {
+        // Stopping with the service: the messages stay in the inbox for the next start.
+        if (context.signal.aborted && (context.signal.reason as StopReason) === 'shutdown') return
+        await failTurn(deps, batch, error, log)
+      }
     } else if (message.replyState === 'pending' && message.reply) {
       context.settle()
       await deliver(deps, message, message.reply, log)
@@ -102,6 +109,23 @@ async function runTurn(deps: WorkerDeps, batch: Batch, context: WorkContext, log
   }
   await deliver(deps, lead, outcome.reply, turnLog)
   finalReaction(deps, batch, outcome.state, feedback.brainReaction, feedback.reactionsSettled, turnLog)
+}
+
+/**
+ * The net under a turn: a failure of the service's own (not the brain's) fails the turn's messages
+ * with a short notice, rather than leaving them running, unanswered, until the next start.
+ */
+async function failTurn(deps: WorkerDeps, batch: Batch, error: unknown, log: FastifyBaseLogger): Promise<void> {
+  log.error({ err: error }, 'the service failed while handling this message')
+  const lead = batch.at(-1) as StoredMessage
+  const outcome = failed(`⚠️ the service failed while handling this message: ${(error as Error).message ?? String(error)}`)
+  try {
+    const at = Date.now()
+    for (const message of batch) deps.inbox.finish(message.seq, message === lead ? outcome : { ...outcome, reply: '' }, at)
+  } catch (storeError) {
+    log.error({ err: storeError }, 'could not store the failure either')
+  }
+  await deliver(deps, lead, outcome.reply, log)
 }
 
 /** Parses the stored updates and downloads their media (outside any brain slot). */
@@ -223,7 +247,9 @@ async function runAttempts(
           // Only now can the brain have side effects: a restart before this point is no redelivery.
           const runningAt = Date.now()
           for (const message of batch) inbox.markRunning(message.seq, attempt, runningAt)
-          await fs.promises.mkdir(chatDir, { recursive: true })
+          await fs.promises.mkdir(chatDir, { recursive: true }).catch((error: unknown) => {
+            log.warn({ err: error, chat_dir: chatDir }, 'could not create the chat directory; running the brain anyway')
+          })
           const envelope = buildEnvelope({ messages, attempt, redelivered, deadlineMs: deadline, chatDir })
           feedback.startTyping()
           return await runBrain({
