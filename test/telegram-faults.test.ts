@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import type { Message } from 'grammy/types'
 import { startEmulator, type BotApiEmulator, type RecordedCall } from '../src/emulator/index.js'
+import { percentile } from '../src/percentile.js'
 import { TOKEN, delay, eventually, readBrainLog, startStack, type LogLine } from './helpers/service.js'
 
 // Generous: the box running this may be a noisy 2-core CI machine with another test file beside
@@ -31,19 +32,14 @@ function send(emu: BotApiEmulator, chatId: number, text: string): Sent {
 const repliesTo = (emu: BotApiEmulator, message: Sent): RecordedCall[] =>
   emu.callsOf('sendMessage').filter((call) => call.ok && isReply(call) && call.params['chat_id'] === message.chatId && replyTo(call) === message.messageId)
 
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0
-}
-
 /** Every webhook POST since the `since`-th was answered 200, and fast: p99 and max of answeredAt − sentAt. */
 function checkWebhookSpeed(t: Test, emu: BotApiEmulator, what: string, since = 0): void {
   const deliveries = emu.deliveries.slice(since)
   const times = deliveries.map((attempt) => attempt.answeredAt - attempt.sentAt)
   const failed = deliveries.filter((attempt) => attempt.status !== 200)
   t.same(failed, [], `${what}: every webhook delivery answered 200`)
-  const p50 = percentile(times, 50)
-  const p99 = percentile(times, 99)
+  const p50 = percentile(times, 50) ?? 0
+  const p99 = percentile(times, 99) ?? 0
   const max = Math.max(...times)
   t.ok(p50 < WEBHOOK_P50_MS, `${what}: webhook p50 ${p50.toFixed(1)} ms (limit ${WEBHOOK_P50_MS})`)
   t.ok(p99 < WEBHOOK_P99_MS, `${what}: webhook p99 ${p99.toFixed(1)} ms over ${times.length} deliveries (limit ${WEBHOOK_P99_MS})`)

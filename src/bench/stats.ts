@@ -1,3 +1,5 @@
+import { percentileOfSorted } from '../percentile.js'
+
 /** A sample's distribution, in the sample's unit. */
 export interface Summary {
   readonly n: number
@@ -11,7 +13,7 @@ export interface Summary {
 export function summarize(values: readonly number[]): Summary {
   if (values.length === 0) return { n: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN, mean: Number.NaN }
   const sorted = [...values].sort((a, b) => a - b)
-  const rank = (p: number): number => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number
+  const rank = (p: number): number => percentileOfSorted(sorted, p) as number
   const mean = sorted.reduce((sum, value) => sum + value, 0) / sorted.length
   return { n: sorted.length, p50: rank(50), p99: rank(99), max: sorted.at(-1) as number, mean }
 }

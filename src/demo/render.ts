@@ -1,5 +1,6 @@
 import { DEMO_CHATS, type DemoStep } from './script.js'
-import { formatSeconds, percentile, repliesInOrder, type TimelineRow, type Verdict } from './timeline.js'
+import { percentile } from '../percentile.js'
+import { formatSeconds, repliesInOrder, type TimelineRow, type Verdict } from './timeline.js'
 
 // Fits the output in a 100-column terminal.
 const CHAT_WIDTH = 19

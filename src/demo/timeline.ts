@@ -354,13 +354,6 @@ export function repliesInOrder(rows: readonly TimelineRow[]): boolean {
   return true
 }
 
-/** The nearest-rank percentile of `values` (p in 0–100); undefined for none. */
-export function percentile(values: readonly number[], p: number): number | undefined {
-  if (values.length === 0) return undefined
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]
-}
-
 export function firstLine(text: string): string {
   return text.split('\n', 1)[0] ?? ''
 }

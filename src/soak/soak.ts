@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util'
 import { Api } from 'grammy'
 import type { Message } from 'grammy/types'
 import { startEmulator, type BotApiEmulator, type RecordedCall } from '../emulator/index.js'
+import { percentile } from '../percentile.js'
 
 // Resolved from this file (dist/soak/soak.js), so the soak runs from any working directory.
 const CLI_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../cli.js')
@@ -366,11 +367,8 @@ async function ackPair(tracker: Tracker, chatId: number): Promise<(number | unde
   return [first, second].map((tracked) => (tracked.ackAt === undefined ? undefined : tracked.ackAt - tracked.sentAt))
 }
 
-function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return 0
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0
-}
+/** {@link percentile}, 0 when nothing was measured yet. */
+const percentileOrZero = (values: readonly number[], p: number): number => percentile(values, p) ?? 0
 
 const webhookTimes = (emulator: BotApiEmulator): number[] => emulator.deliveries.map((attempt) => attempt.answeredAt - attempt.sentAt)
 
@@ -501,7 +499,7 @@ export async function runSoak(args: string[]): Promise<number> {
       const seconds = Math.round((Date.now() - startedAt) / 1000)
       print(
         `${String(seconds).padStart(5)} s  sent ${String(tracker.messages.size).padStart(5)}  replied ${String(answered).padStart(5)}  pending ${String(tracker.messages.size - answered).padStart(4)}  ` +
-          `rss ${stats.rssMb.toFixed(0)} MB  fds ${stats.fds}  children ${stats.children}  webhook p99 ${percentile(webhookTimes(main.emulator), 99).toFixed(1)} ms` +
+          `rss ${stats.rssMb.toFixed(0)} MB  fds ${stats.fds}  children ${stats.children}  webhook p99 ${percentileOrZero(webhookTimes(main.emulator), 99).toFixed(1)} ms` +
           (live ? `  long brain ${live.long.answers.length > 0 ? 'done' : 'running'}` : ''),
       )
     }
@@ -613,7 +611,7 @@ export async function runSoak(args: string[]): Promise<number> {
       print(`  ${main.service.timedOutUnstarted} attempts timed out before their brain started (they waited for a brain slot past their deadline)`)
     }
     for (const tracked of wrong.slice(0, 5)) print(`    ${tracked.plan} in chat ${tracked.chatId} got ${JSON.stringify(tracked.answers[0])}`)
-    print(`  webhook: ${times.length} deliveries, p50 ${percentile(times, 50).toFixed(1)} ms, p99 ${percentile(times, 99).toFixed(1)} ms, max ${percentile(times, 100).toFixed(1)} ms`)
+    print(`  webhook: ${times.length} deliveries, p50 ${percentileOrZero(times, 50).toFixed(1)} ms, p99 ${percentileOrZero(times, 99).toFixed(1)} ms, max ${percentileOrZero(times, 100).toFixed(1)} ms`)
     print(`  event loop delay (p99 over 10 s, worst seen on /healthz): ${health.maxLoopDelayMs.toFixed(1)} ms; service errors logged: ${main.service.errors}`)
     print(`  brains started: ${main.service.brainPids.size}`)
     for (const [what, ok] of checks) print(`  ${ok ? 'ok ' : 'NOT'} ${what}`)
