@@ -1,7 +1,6 @@
 // The operator's commands (set-webhook, webhook-info, delete-webhook, check, --help), run as real
 // processes (`node dist/cli.js …`) with a controlled environment against a real Bot API emulator.
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -9,27 +8,12 @@ import { Api } from 'grammy'
 import { startEmulator, type BotApiEmulator } from '../src/emulator/index.js'
 import { SqliteInbox } from '../src/store/sqlite.js'
 import { freePort } from './helpers/caddy.js'
-import { CLI, SECRET, TEST_BRAIN, TOKEN } from './helpers/service.js'
-
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
+import { CLI, SECRET, TEST_BRAIN, TOKEN, runProgram, type Run } from './helpers/service.js'
 
 /** Runs the CLI with exactly `env` (plus PATH and HOME), without tap's loader in NODE_OPTIONS. */
 function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, ...args], {
-      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, stdout, stderr }))
+  return runProgram('env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, ...args], {
+    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
   })
 }
 

@@ -4,32 +4,14 @@
 // caddy and systemd-analyze must be installed (.ci/run installs them). Without caddy the Caddy
 // tests fail, unless COORDINATOR_SKIP_CADDY=1, which skips them.
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { caddyMissing, freePort, PROJECT_CADDYFILE, REPO_ROOT, startCaddy } from './helpers/caddy.js'
+import { runProgram, type Run } from './helpers/service.js'
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-/** Runs a program without a shell and without blocking the event loop (the tests' servers must answer). */
-function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
-    child.once('error', reject)
-    child.once('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
 
 function tempDir(t: Test, name: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `coordinator-${name}-`))
@@ -67,7 +49,7 @@ function caddyTest(name: string, fn: (t: Test) => Promise<void>): void {
 }
 
 caddyTest('caddy fmt leaves the Caddyfile unchanged', async (t) => {
-  const result = await run('caddy', ['fmt', PROJECT_CADDYFILE], { env: caddyEnv(t, {}) })
+  const result = await runProgram('caddy', ['fmt', PROJECT_CADDYFILE], { env: caddyEnv(t, {}) })
   t.equal(result.code, 0, result.stderr)
   t.equal(result.stdout, fs.readFileSync(PROJECT_CADDYFILE, 'utf8'), 'run `caddy fmt --overwrite Caddyfile`')
 })
@@ -75,7 +57,7 @@ caddyTest('caddy fmt leaves the Caddyfile unchanged', async (t) => {
 caddyTest('caddy validate accepts the Caddyfile, with no warnings', async (t) => {
   const sites = ['bot.example.com', 'http://127.0.0.1:8443']
   for (const site of sites) {
-    const result = await run('caddy', ['validate', '--config', PROJECT_CADDYFILE, '--adapter', 'caddyfile'], {
+    const result = await runProgram('caddy', ['validate', '--config', PROJECT_CADDYFILE, '--adapter', 'caddyfile'], {
       env: caddyEnv(t, { COORDINATOR_SITE: site }),
     })
     t.equal(result.code, 0, `COORDINATOR_SITE=${site}: ${result.stderr}`)
@@ -85,14 +67,14 @@ caddyTest('caddy validate accepts the Caddyfile, with no warnings', async (t) =>
 })
 
 caddyTest('the Caddyfile refuses to load without COORDINATOR_SITE', async (t) => {
-  const result = await run('caddy', ['validate', '--config', PROJECT_CADDYFILE, '--adapter', 'caddyfile'], {
+  const result = await runProgram('caddy', ['validate', '--config', PROJECT_CADDYFILE, '--adapter', 'caddyfile'], {
     env: caddyEnv(t, {}),
   })
   t.not(result.code, 0)
 })
 
 caddyTest('the Caddyfile defaults: Telegram ranges, 127.0.0.1:8787, 1 MiB bodies', async (t) => {
-  const result = await run('caddy', ['adapt', '--config', PROJECT_CADDYFILE, '--adapter', 'caddyfile'], {
+  const result = await runProgram('caddy', ['adapt', '--config', PROJECT_CADDYFILE, '--adapter', 'caddyfile'], {
     env: caddyEnv(t, { COORDINATOR_SITE: 'bot.example.com' }),
   })
   t.equal(result.code, 0, result.stderr)
@@ -286,7 +268,7 @@ function stageUnits(t: Test): string {
 }
 
 void t.test('systemd units', async (t) => {
-  const version = await run('systemd-analyze', ['--version']).catch((error: Error) => error)
+  const version = await runProgram('systemd-analyze', ['--version']).catch((error: Error) => error)
   if (version instanceof Error || version.code !== 0) {
     t.fail(`systemd-analyze is not available (Debian package "systemd"; .ci/run installs it): ${String(version instanceof Error ? version.message : version.stderr)}`)
     return
@@ -295,7 +277,7 @@ void t.test('systemd units', async (t) => {
 
   await t.test('systemd-analyze verify passes without a single warning', async (t) => {
     const dir = stageUnits(t)
-    const result = await run('systemd-analyze', ['verify', ...UNITS.map((unit) => path.join(dir, unit))], { env, cwd: dir })
+    const result = await runProgram('systemd-analyze', ['verify', ...UNITS.map((unit) => path.join(dir, unit))], { env, cwd: dir })
     t.equal(result.code, 0, result.stderr)
     t.equal(result.stderr.trim(), '', 'no warnings on stderr')
     for (const unit of UNITS) {
@@ -308,7 +290,7 @@ void t.test('systemd units', async (t) => {
 
   await t.test('systemd-analyze security rates coordinator.service\'s exposure at most 2.0', async (t) => {
     const dir = stageUnits(t)
-    const result = await run('systemd-analyze', ['security', '--offline=true', path.join(dir, 'coordinator.service')], { env, cwd: dir })
+    const result = await runProgram('systemd-analyze', ['security', '--offline=true', path.join(dir, 'coordinator.service')], { env, cwd: dir })
     const match = /Overall exposure level for coordinator\.service: ([\d.]+)/u.exec(result.stdout + result.stderr)
     t.ok(match, `an exposure level is printed: ${result.stdout.slice(-300)}${result.stderr}`)
     t.ok(Number(match?.[1]) <= 2.0, `exposure ${match?.[1]} <= 2.0`)
@@ -364,7 +346,7 @@ void t.test('scripts/healthcheck restarts the unit after N consecutive failures'
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/healthz`
 
   const probe = async (extra: NodeJS.ProcessEnv = {}): Promise<Run> => {
-    const result = await run(HEALTHCHECK, [url, '3', 'coordinator.service'], {
+    const result = await runProgram(HEALTHCHECK, [url, '3', 'coordinator.service'], {
       env: { PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, HEALTHCHECK_STATE_FILE: stateFile, ...extra },
     })
     t.equal(result.code, 0, `healthcheck exits 0: ${result.stderr}`)
@@ -401,7 +383,7 @@ void t.test('scripts/healthcheck restarts the unit after N consecutive failures'
   // A connection refused counts as a failure too.
   const closed = `http://127.0.0.1:${await freePort()}/healthz` // nothing listens there
   for (let i = 0; i < 3; i++) {
-    const result = await run(HEALTHCHECK, [closed, '3', 'other.service'], {
+    const result = await runProgram(HEALTHCHECK, [closed, '3', 'other.service'], {
       env: { PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, HEALTHCHECK_STATE_FILE: stateFile + '.other' },
     })
     t.equal(result.code, 0, result.stderr)
@@ -428,13 +410,13 @@ void t.test('scripts/healthcheck takes its settings from the environment, and re
     HEALTHCHECK_UNIT: 'x.service',
     RUNTIME_DIRECTORY: dir,
   }
-  const result = await run(HEALTHCHECK, [], { env })
+  const result = await runProgram(HEALTHCHECK, [], { env })
   t.equal(result.code, 0, result.stderr)
   t.match(fs.readFileSync(calls, 'utf8'), /^restart x\.service$/mu, 'threshold 1: the first failure restarts')
   t.ok(fs.existsSync(path.join(dir, 'failures')), 'the count lives in $RUNTIME_DIRECTORY/failures')
 
   for (const bad of ['0', 'three', '-1']) {
-    const refused = await run(HEALTHCHECK, [], { env: { ...env, HEALTHCHECK_THRESHOLD: bad } })
+    const refused = await runProgram(HEALTHCHECK, [], { env: { ...env, HEALTHCHECK_THRESHOLD: bad } })
     t.equal(refused.code, 2, `THRESHOLD=${bad} is refused`)
   }
 })

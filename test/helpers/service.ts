@@ -168,6 +168,26 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   return stack
 }
 
+/** What a program run by {@link runProgram} left. */
+export interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs a program without a shell and without blocking the event loop (the tests' servers must answer). */
+export function runProgram(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk))
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk))
+    child.once('error', reject)
+    child.once('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
+
 /** True while a process exists and is not a zombie (a zombie is dead, only not yet reaped). */
 export function isAlive(pid: number): boolean {
   try {
