@@ -204,18 +204,22 @@ export function mutate(draft: Draft, mutations: readonly Mutation[]): Draft {
     const slots = slotsOf(root)
     const { parent, key, node } = slots[mutation.at % slots.length] as Slot
     switch (mutation.op) {
-      case 'replace':
-        if (parent === undefined) root = mutation.value
-        else if (Array.isArray(parent)) parent[key as number] = mutation.value
-        else setOwn(parent, key as string, mutation.value)
+      case 'replace': {
+        // A copy: generated values may be constants shared by every run, which a later mutation
+        // would otherwise change (and could make cyclic) for all the runs after it.
+        const value = copy(mutation.value)
+        if (parent === undefined) root = value
+        else if (Array.isArray(parent)) parent[key as number] = value
+        else setOwn(parent, key as string, value)
         break
+      }
       case 'delete':
         if (Array.isArray(parent)) parent.splice(key as number, 1)
         else if (parent !== undefined) delete parent[key as string]
         break
       case 'add':
-        if (Array.isArray(node)) node.push(mutation.value)
-        else if (isRecord(node)) setOwn(node, mutation.key, mutation.value)
+        if (Array.isArray(node)) node.push(copy(mutation.value))
+        else if (isRecord(node)) setOwn(node, mutation.key, copy(mutation.value))
         break
       case 'rename':
         if (parent !== undefined && !Array.isArray(parent)) {
