@@ -2,9 +2,9 @@
 import { createRequire } from 'node:module'
 import { ConfigError, loadConfig } from './config.js'
 import { BrainCommandError } from './brain/preflight.js'
-import { CommandFailed } from './commands/failure.js'
-import { UsageError } from './commands/usage.js'
-import { DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_RANGE, TELEGRAM_WEBHOOK_PORTS } from './commands/webhook-settings.js'
+import { CommandFailed } from './cli/failure.js'
+import { UsageError } from './cli/usage.js'
+import { DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_RANGE, TELEGRAM_WEBHOOK_PORTS } from './cli/webhook-settings.js'
 
 /** Exit status for a configuration that cannot work. */
 export const EXIT_CONFIG = 2
@@ -43,7 +43,7 @@ const COMMANDS: Record<string, Command> = {
       "Run it as the service runs: its user, its environment (docs/DEPLOY.md's `coord check`).",
       'It creates no directories and no inbox. A configuration that does not load is one line, exit status 2.',
     ].join('\n'),
-    run: async (args) => (await import('./commands/check.js')).checkCommand(args),
+    run: async (args) => (await import('./cli/check.js')).checkCommand(args),
   },
   'set-webhook': {
     synopsis: ['set-webhook --url https://… [--drop-pending] [--max-connections N]'],
@@ -56,19 +56,19 @@ const COMMANDS: Record<string, Command> = {
       '',
       `${TELEGRAM_ENV} The secret_token is TELEGRAM_WEBHOOK_SECRET.`,
     ].join('\n'),
-    run: async (args) => (await import('./commands/webhook.js')).setWebhookCommand(args),
+    run: async (args) => (await import('./cli/webhook.js')).setWebhookCommand(args),
   },
   'webhook-info': {
     synopsis: ['webhook-info [--json]'],
     summary: "show Telegram's view of the webhook: URL, pending updates, last error",
     details: ['  --json   print getWebhookInfo as JSON', '', TELEGRAM_ENV].join('\n'),
-    run: async (args) => (await import('./commands/webhook.js')).webhookInfoCommand(args),
+    run: async (args) => (await import('./cli/webhook.js')).webhookInfoCommand(args),
   },
   'delete-webhook': {
     synopsis: ['delete-webhook [--drop-pending]'],
     summary: 'remove the webhook (Telegram then holds updates)',
     details: ['  --drop-pending   drop the updates Telegram is holding', '', TELEGRAM_ENV].join('\n'),
-    run: async (args) => (await import('./commands/webhook.js')).deleteWebhookCommand(args),
+    run: async (args) => (await import('./cli/webhook.js')).deleteWebhookCommand(args),
   },
   inbox: {
     synopsis: ['inbox [--chat ID] [--state STATE] [--limit N] [--json]', 'inbox retry ID'],
@@ -81,7 +81,7 @@ const COMMANDS: Record<string, Command> = {
       '',
       'Reads the inbox in STATE_DIR.',
     ].join('\n'),
-    run: async (args) => (await import('./commands/inbox.js')).inboxCommand(args),
+    run: async (args) => (await import('./cli/inbox.js')).inboxCommand(args),
   },
   demo: {
     synopsis: ['demo [--delay S]'],
@@ -101,7 +101,7 @@ const COMMANDS: Record<string, Command> = {
       '  --delivery-timeout-ms MS how long a webhook gets to answer',
     ].join('\n'),
     run: async (args) => {
-      const { runEmulatorCommand } = await import('./emulator/cli.js')
+      const { runEmulatorCommand } = await import('./cli/emulator.js')
       await runEmulatorCommand(args)
     },
   },

@@ -3,13 +3,13 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Message, Update } from 'grammy/types'
 import t from 'tap'
-import { buildPrompt, CLAUDE_BASE_ARGS, claudeArgv, SESSION_GONE_NOTICE } from '../src/brains/claude.js'
-import { readSession, SESSION_FILE } from '../src/brains/claude-session.js'
-import { classifyFailure, describeToolUse, progressOf, type ClaudeResult, type RunEvidence } from '../src/brains/claude-stream.js'
+import { buildPrompt, CLAUDE_BASE_ARGS, claudeArgv, SESSION_GONE_NOTICE } from '../src/adapters/claude/claude.js'
+import { readSession, SESSION_FILE } from '../src/adapters/claude/claude-session.js'
+import { classifyFailure, describeToolUse, progressOf, type ClaudeResult, type RunEvidence } from '../src/adapters/claude/claude-stream.js'
 import type { RecordedCall } from '../src/emulator/index.js'
 import { eventually, isAlive, ROOT, startStack, tempDir, type Stack } from './helpers/service.js'
 
-// The real service runs the real adapter (scripts/brains/claude → dist/brains/claude.js), which runs
+// The real service runs the real adapter (scripts/brains/claude → dist/adapters/claude/claude.js), which runs
 // test/fixtures/fake-claude/claude, a stand-in for Claude Code's CLI, found first on PATH.
 const ADAPTER = path.join(ROOT, 'scripts/brains/claude')
 const FAKE_CLAUDE_BIN_DIR = path.join(ROOT, 'test/fixtures/fake-claude')

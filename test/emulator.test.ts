@@ -5,8 +5,8 @@ import Fastify from 'fastify'
 import { Api, GrammyError, HttpError } from 'grammy'
 import type { Update } from 'grammy/types'
 import t, { type Test } from 'tap'
-import { UsageError } from '../src/commands/usage.js'
-import { runEmulatorCommand } from '../src/emulator/cli.js'
+import { UsageError } from '../src/cli/usage.js'
+import { runEmulatorCommand } from '../src/cli/emulator.js'
 import {
   MAX_DOWNLOAD_SIZE,
   parseTelegramHtml,

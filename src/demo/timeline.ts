@@ -1,4 +1,4 @@
-import { PROGRESS_EDIT_EVERY_MS } from '../dispatch/feedback.js'
+import { PROGRESS_EDIT_EVERY_MS } from '../telegram/feedback.js'
 import type { DeliveryAttempt, RecordedCall } from '../emulator/index.js'
 import { DEFAULTS } from '../config.js'
 import { DEMO_CHATS, type DemoChatKey, type DemoStep, type RunClaim } from './script.js'

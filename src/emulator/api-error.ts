@@ -33,7 +33,7 @@ export const UNAUTHORIZED = (): ApiError => new ApiError(401, 'Unauthorized')
 /** An unknown method or path. */
 export const NOT_FOUND = (): ApiError => new ApiError(404, 'Not Found')
 export const INTERNAL_SERVER_ERROR = (): ApiError => new ApiError(500, 'Internal Server Error')
-/** An emoji outside ALLOWED_REACTIONS or the chat's allowed list. */
+/** An emoji outside BOT_API_REACTIONS or the chat's allowed list. */
 export const REACTION_INVALID = (): ApiError => badRequest('REACTION_INVALID')
 /** What Telegram answers when a message's formatting does not parse; the entities_rejected fault's answer. */
 export const ENTITIES_REJECTED = (): ApiError => badRequest(`can't parse entities: Unsupported start tag "x" at byte offset 0`)

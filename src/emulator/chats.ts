@@ -1,5 +1,5 @@
 import type { Chat, Message } from 'grammy/types'
-import type { ReactionEmoji } from '../telegram/reactions.js'
+import type { ReactionEmoji } from './reactions.js'
 
 /** How a test describes a chat; everything but the id has a sensible default. */
 export interface ChatSettings {
@@ -11,7 +11,7 @@ export interface ChatSettings {
   readonly firstName?: string
   /** Marks a supergroup as a forum (topics); implied when a message carries a thread id. */
   readonly isForum?: boolean
-  /** The reactions an admin allowed in this chat; unset means every one in ALLOWED_REACTIONS. */
+  /** The reactions an admin allowed in this chat; unset means every one in BOT_API_REACTIONS. */
   readonly allowedReactions?: readonly ReactionEmoji[]
 }
 

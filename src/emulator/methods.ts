@@ -1,5 +1,5 @@
 import type { InlineKeyboardMarkup, Message, Update, UserFromGetMe } from 'grammy/types'
-import { toReaction } from '../telegram/reactions.js'
+import { BOT_API_REACTIONS } from './reactions.js'
 import { CHAT_NOT_FOUND, REACTION_INVALID, badRequest } from './api-error.js'
 import type { ChatDirectory, KnownChat } from './chats.js'
 import { MAX_DOWNLOAD_SIZE, type FileStore } from './files.js'
@@ -177,7 +177,7 @@ const HANDLERS: Record<string, MethodHandler> = {
     for (const reaction of reactions) {
       const emoji = isRecord(reaction) && reaction['type'] === 'emoji' ? reaction['emoji'] : undefined
       const allowed =
-        typeof emoji === 'string' && toReaction(emoji) === emoji && (known.allowedReactions?.has(emoji) ?? true)
+        typeof emoji === 'string' && BOT_API_REACTIONS.has(emoji) && (known.allowedReactions?.has(emoji) ?? true)
       if (!allowed) throw REACTION_INVALID()
     }
     if (reactions.length > 1) throw badRequest('REACTIONS_TOO_MANY')

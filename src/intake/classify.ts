@@ -1,5 +1,5 @@
 import type { Message, Update } from 'grammy/types'
-import type { EditsMode } from './config.js'
+import type { EditsMode } from '../config.js'
 
 /** What an authentic webhook body turned out to be. */
 export type Intake =

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util'
-import { UsageError } from '../commands/usage.js'
-import { startEmulator, type EmulatorOptions, type ListenOptions } from './emulator.js'
+import { UsageError } from './usage.js'
+import { startEmulator, type EmulatorOptions, type ListenOptions } from '../emulator/emulator.js'
 
 /** Where `coordinator emulator` listens when not told: next to a local Bot API server's usual port. */
 export const DEFAULT_EMULATOR_HOST = '127.0.0.1'

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { ReplyTarget, TelegramClient } from '../telegram/client.js'
-import { toReaction, type ReactionEmoji } from '../telegram/reactions.js'
+import type { ReplyTarget, TelegramClient } from './client.js'
+import { toReaction, type ReactionEmoji } from './reactions.js'
 
 /** Telegram shows "typing…" for about 5 s; it is renewed a little sooner. */
 export const TYPING_EVERY_MS = 4000

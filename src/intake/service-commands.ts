@@ -1,8 +1,8 @@
-import { forgetChatDir } from './brain/chat-dir.js'
-import type { Config } from './config.js'
-import type { Dispatcher } from './dispatch/dispatcher.js'
-import type { Command } from './intake.js'
-import type { Inbox } from './store/inbox.js'
+import { forgetChatDir } from '../brain/chat-dir.js'
+import type { Config } from '../config.js'
+import type { Dispatcher } from '../dispatch/dispatcher.js'
+import type { Command } from './classify.js'
+import type { Inbox } from '../store/inbox.js'
 
 /** What a service command answers, and what it does once its message is stored (not for a duplicate). */
 export interface CommandAnswer {
