@@ -1,45 +1,5 @@
 import type { Message, Update } from 'grammy/types'
-import type { BrainFile } from '../telegram/media.js'
-
-/** The protocol version of the envelope; bumped only for incompatible changes. */
-export const ENVELOPE_VERSION = 1
-
-/** One user message as the brain sees it. */
-export interface EnvelopeMessage {
-  readonly update_id: number
-  readonly message_id: number
-  /** When the message was sent (Unix seconds, Telegram's clock). */
-  readonly date: number
-  /** The text, or the caption of a photo, voice note or document. */
-  readonly text: string
-  readonly from: { readonly id: number; readonly username?: string; readonly first_name?: string } | null
-  /** True for an edit of an earlier message (EDITS=queue). */
-  readonly edited: boolean
-  /** Media downloaded for the brain (a path of null means it could not be; `note` says why). */
-  readonly files: readonly BrainFile[]
-}
-
-/**
- * What a brain reads on stdin: one JSON object, then EOF. A run answers one or more messages (more
- * when BUSY_MODE collects what arrived while the chat was busy); the top-level fields describe the
- * last one, the one the reply answers, except `text` and `files`, which gather all of them.
- */
-export interface Envelope extends EnvelopeMessage {
-  readonly version: typeof ENVELOPE_VERSION
-  readonly chat_id: number
-  /** Every message of this run in arrival order; one element unless messages were collected. */
-  readonly messages: readonly EnvelopeMessage[]
-  /** 1 for the first run of this message, counting up across retries (exit 75) and restarts. */
-  readonly attempt: number
-  /** True when the service restarted while an earlier attempt ran: side effects may have happened. */
-  readonly redelivered: boolean
-  /** When this attempt is killed (Unix epoch milliseconds). */
-  readonly deadline_ms: number
-  /** A directory that belongs to this chat, kept across runs (a session id, notes). */
-  readonly chat_dir: string
-  /** The raw Telegram Update of the last message. */
-  readonly update: Update
-}
+import { ENVELOPE_VERSION, type BrainFile, type Envelope, type EnvelopeMessage } from './protocol.js'
 
 /** A message of the run, with what the service prepared for it. */
 export interface RunMessage {
@@ -58,6 +18,7 @@ export interface EnvelopeInput {
   readonly chatDir: string
 }
 
+/** The envelope of one attempt (see protocol.ts). */
 export function buildEnvelope({ messages, attempt, redelivered, deadlineMs, chatDir }: EnvelopeInput): Envelope {
   const described = messages.map(describe)
   const last = described.at(-1) as EnvelopeMessage

@@ -8,6 +8,7 @@ import type { Inbox, MessageState, Outcome, StoredMessage } from '../store/inbox
 import { buildEnvelope, envelopeEnvironment, promptText, type RunMessage } from '../brain/envelope.js'
 import { chatDirOf } from '../brain/chat-dir.js'
 import { brainEnvironment } from '../brain/env.js'
+import { EXIT_TEMPFAIL } from '../brain/protocol.js'
 import { runBrain, type BrainAttempt } from '../brain/run.js'
 import { isPermanentTelegramError, type ReplyTarget, type TelegramClient } from '../telegram/client.js'
 import { downloadMedia, mediaDir, mediaOf } from '../telegram/media.js'
@@ -17,8 +18,6 @@ import { JobStopped, type StopReason, type Work, type WorkContext } from './disp
 import type { PendingAcks } from '../telegram/acks.js'
 import { ChatFeedback } from '../telegram/feedback.js'
 
-/** Exit status by which a brain asks to be retried (EX_TEMPFAIL). */
-export const EXIT_TEMPFAIL = 75
 // Backoff between attempts after exit 75: 1 s, 2 s, 4 s, … capped.
 const RETRY_BACKOFF_BASE_MS = 1000
 const RETRY_BACKOFF_MAX_MS = 15_000

@@ -1,5 +1,6 @@
 import type { Message, Update } from 'grammy/types'
 import type { EditsMode } from '../config.js'
+import { FILE_KINDS } from '../brain/protocol.js'
 
 /** What an authentic webhook body turned out to be. */
 export type Intake =
@@ -43,8 +44,6 @@ export interface IntakeOptions {
  */
 export const MAX_UPDATE_DEPTH = 64
 
-/** Content the brain gets as files: downloaded before its run (see telegram/media.ts). */
-const FILE_KINDS = ['photo', 'voice', 'audio', 'video', 'video_note', 'document'] as const
 
 /** Kinds of message content the service can't hand to a brain. */
 const UNSUPPORTED_KINDS = [

@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { BRAIN_EVENT_SHAPES, parseBrainEvent } from '../brain/protocol.js'
 import type { ReplyTarget, TelegramClient } from './client.js'
 import { toReaction, type ReactionEmoji } from './reactions.js'
 
@@ -73,17 +74,17 @@ export class ChatFeedback {
   }
 
   /** Takes one fd-3 event of the brain's. Anything but the documented shapes is logged and skipped. */
-  handle(event: unknown): void {
+  handle(value: unknown): void {
     if (this.#closed) return
-    const { type, text, emoji } = (typeof event === 'object' && event !== null ? event : {}) as Record<string, unknown>
-    if (type === 'progress' && typeof text === 'string' && text.trim() !== '') {
-      this.#progress(text.trim())
-    } else if (type === 'message' && typeof text === 'string' && text.trim() !== '') {
-      this.#message(text)
-    } else if (type === 'react' && typeof emoji === 'string') {
-      this.#react(emoji)
-    } else {
-      this.#warn({ event: JSON.stringify(event).slice(0, 200) }, 'brain event skipped: expected {"type":"progress"|"message","text":…} or {"type":"react","emoji":…}')
+    const event = parseBrainEvent(value)
+    if (event === undefined) {
+      this.#warn({ event: JSON.stringify(value).slice(0, 200) }, `brain event skipped: expected ${BRAIN_EVENT_SHAPES}`)
+    } else if (event.type === 'progress') {
+      this.#progress(event.text.trim())
+    } else if (event.type === 'message') {
+      this.#message(event.text)
+    } else if (event.type === 'react') {
+      this.#react(event.emoji)
     }
   }
 

@@ -9,10 +9,8 @@ import { setTimeout as delay } from 'node:timers/promises'
 import type { FastifyBaseLogger } from 'fastify'
 import { GrammyError, HttpError, type Api } from 'grammy'
 import type { Message } from 'grammy/types'
+import { FILE_KINDS, type BrainFile, type FileKind } from '../brain/protocol.js'
 
-/** The kinds of message media the service downloads for the brain, in the order they are looked for. */
-export const MEDIA_KINDS = ['photo', 'voice', 'audio', 'video', 'video_note', 'document'] as const
-export type MediaKind = (typeof MEDIA_KINDS)[number]
 
 /** Bots may download files up to 20 MB; getFile refuses bigger ones with "file is too big". */
 export const MAX_DOWNLOAD_SIZE = 20 * 1024 * 1024
@@ -21,7 +19,7 @@ export const DEFAULT_DOWNLOAD_TIMEOUT_MS = 120_000
 
 /** One downloadable file of a message, as the message describes it. */
 export interface MediaRef {
-  readonly kind: MediaKind
+  readonly kind: FileKind
   readonly fileId: string
   readonly fileUniqueId: string
   /** The size the message announces; null when Telegram left it out. */
@@ -30,19 +28,6 @@ export interface MediaRef {
   readonly mimeType: string | null
   /** The name the user gave the file, unsanitised; null for kinds that have none. */
   readonly fileName: string | null
-}
-
-/** What the brain learns about one file. path is null when it was not downloaded; note says why. */
-export interface BrainFile {
-  readonly kind: MediaKind
-  /** Absolute; the only name safe to open. */
-  readonly path: string | null
-  readonly mime_type: string | null
-  /** The user's name for the file, untrusted: for showing, never for opening. */
-  readonly file_name: string | null
-  /** Bytes on disk when downloaded, else the size the message announced. */
-  readonly size: number | null
-  readonly note?: string
 }
 
 export interface DownloadMediaOptions {
@@ -76,7 +61,7 @@ interface KindRule {
   readonly localName: (ref: MediaRef) => string
 }
 
-const KIND_RULES: Readonly<Record<MediaKind, KindRule>> = {
+const KIND_RULES: Readonly<Record<FileKind, KindRule>> = {
   photo: { pick: (message) => largestPhoto(message.photo), defaultMimeType: 'image/jpeg', localName: () => 'photo.jpg' },
   voice: {
     pick: (message) => message.voice,
@@ -144,7 +129,7 @@ export async function removeMedia(dir: string): Promise<void> {
 /** The downloadable files of a message (for a photo: only the largest PhotoSize). Empty for text. */
 export function mediaOf(message: Message): MediaRef[] {
   const refs: MediaRef[] = []
-  for (const kind of MEDIA_KINDS) {
+  for (const kind of FILE_KINDS) {
     const rule = KIND_RULES[kind]
     const file = rule.pick(message)
     if (!isTelegramFile(file)) continue

@@ -5,12 +5,11 @@ import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { setTimeout as delay } from 'node:timers/promises'
 import { splitCommandLine } from '../../brain/argv.js'
+import { EXIT_TEMPFAIL, type BrainFile } from '../../brain/protocol.js'
 import { classifyFailure, cut, parseLine, progressOf, resultOf, assistantErrorOf, succeeded, type ClaudeResult, type RunEvidence } from './claude-stream.js'
 import { forgetSession, readSession, saveSession, SESSION_FILE } from './claude-session.js'
 import { BrainEvents, eventSinkFor } from './events.js'
 
-/** The brain protocol's "try again later" exit status (EX_TEMPFAIL). */
-export const EXIT_RETRY = 75
 /** Told to the user, once, when the chat's stored session is unknown to Claude Code. */
 export const SESSION_GONE_NOTICE = '🆕 The previous conversation is gone; starting a new one.'
 /** Always passed first: print mode, one JSON event per line (which the CLI only allows with --verbose). */
@@ -38,15 +37,8 @@ export interface PromptInput {
   readonly chat_dir: string | undefined
 }
 
-/** A file of the envelope's `files` (see BrainFile in src/telegram/media.ts). */
-export interface AttachedFile {
-  readonly kind: string
-  readonly path: string | null
-  readonly mime_type: string | null
-  /** The user's name for the file: shown to Claude, never used as a path. */
-  readonly file_name: string | null
-  readonly note?: string
-}
+/** A file of the envelope's `files`; its kind is any string, so a kind newer than the adapter still passes. */
+export type AttachedFile = Pick<BrainFile, 'path' | 'mime_type' | 'file_name' | 'note'> & { readonly kind: string }
 
 /**
  * The Claude Code brain: reads the coordinator's envelope on stdin, runs `claude -p` in this chat's
@@ -310,8 +302,8 @@ function settle(run: ClaudeRun, context: { bin: string; binFromEnv: boolean; ses
   if (result?.subtype.startsWith('error_max_')) remember(result.sessionId)
   const failure = classifyFailure(run)
   if (failure.kind === 'transient') {
-    note(`${failure.reason} (temporary: exit ${EXIT_RETRY} to be retried)`, '')
-    return EXIT_RETRY
+    note(`${failure.reason} (temporary: exit ${EXIT_TEMPFAIL} to be retried)`, '')
+    return EXIT_TEMPFAIL
   }
   note(failure.kind === 'fatal' ? failure.reason : 'claude could not resume the session', '')
   return 1

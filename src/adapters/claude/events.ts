@@ -1,15 +1,11 @@
 import fs from 'node:fs'
+import { EVENTS_FD, type BrainEvent } from '../../brain/protocol.js'
 
-/** The file descriptor the service reads a brain's events from (see the README's brain protocol). */
-export const EVENTS_FD = 3
 /** A brain-side floor between two progress events; the service edits the status every 2 s anyway. */
 export const PROGRESS_EVERY_MS = 1000
 
 // Writing to fd 3 fails like this when the service is not listening (run by hand, or it went away).
 const GONE_CODES: ReadonlySet<string> = new Set(['EBADF', 'EPIPE', 'ECONNRESET', 'EINVAL', 'ENOTSOCK'])
-
-/** One event of the protocol's fd-3 channel. */
-export type BrainEvent = { type: 'progress' | 'message'; text: string } | { type: 'react'; emoji: string }
 
 /** Where events go: fd 3 under the service, a readable note on stderr when run by hand. May throw. */
 export type EventSink = (event: BrainEvent) => void
