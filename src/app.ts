@@ -1,14 +1,12 @@
-import { timingSafeEqual } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import type { Config } from './config.js'
 import type { Coordinator } from './coordinator.js'
+import { SECRET_HEADER, secretVerifier } from './intake/verify.js'
 import type { Inbox } from './store/inbox.js'
 import type { Metrics } from './metrics.js'
 import type { EventLoopDelay } from './health.js'
 
-/** Telegram's header carrying the webhook secret. */
-export const SECRET_HEADER = 'x-telegram-bot-api-secret-token'
 /** Largest webhook body accepted; Telegram's updates are far smaller. */
 export const BODY_LIMIT = 1024 * 1024
 // Requests failing the secret check, per client IP: enough for a misconfiguration to show in logs.
@@ -48,13 +46,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   })
   await app.register(rateLimit, { global: false })
 
-  const expectedSecret = Buffer.from(config.webhookSecret)
-  const hasSecret = (request: FastifyRequest): boolean => {
-    const given = request.headers[SECRET_HEADER]
-    if (typeof given !== 'string') return false
-    const buffer = Buffer.from(given)
-    return buffer.length === expectedSecret.length && timingSafeEqual(buffer, expectedSecret)
-  }
+  const verifySecret = secretVerifier(config.webhookSecret)
+  const hasSecret = (request: FastifyRequest): boolean => verifySecret(request.headers[SECRET_HEADER])
 
   app.setErrorHandler<FastifyError>((error, request, reply) => {
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
@@ -84,7 +77,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       },
     },
     async (request, reply) => {
-      const receipt = coordinator.receive(request.body)
+      const receipt = coordinator.intake.receive(request.body)
       metrics.updates.inc(
         receipt.outcome === 'rejected' ? { outcome: 'rejected', reason: reasonOf(undefined, receipt.status) } : { outcome: receipt.outcome },
       )
@@ -121,7 +114,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 /** The /healthz document: everything an operator checks first, computed from live state. */
 export function healthReport({ coordinator, inbox, loopDelay, config }: AppDeps) {
   const now = Date.now()
-  const { dispatcher } = coordinator
+  const { dispatcher, intake } = coordinator
+  const { lastUpdateAt } = intake
   const running = dispatcher.runningJobs()
   const store = inbox.stats()
   const loopDelayMs = loopDelay.p99Ms()
@@ -141,7 +135,7 @@ export function healthReport({ coordinator, inbox, loopDelay, config }: AppDeps)
       oldest_queued_s: ageS(store.oldestQueuedAt),
       ...(store.lastWriteError ? { last_error: store.lastWriteError } : {}),
     },
-    last_update_at: coordinator.lastUpdateAt === undefined ? null : new Date(coordinator.lastUpdateAt).toISOString(),
+    last_update_at: lastUpdateAt === undefined ? null : new Date(lastUpdateAt).toISOString(),
   }
 }
 

@@ -1,10 +1,8 @@
-import type { FastifyBaseLogger } from 'fastify'
-import { answerCommand, type CommandAnswer } from './intake/service-commands.js'
-import { classifyUpdate, type IncomingMessage } from './intake/classify.js'
-import { InboxWriteError, type StoredMessage } from './store/inbox.js'
+import { Intake } from './intake/intake.js'
+import type { StoredMessage } from './store/inbox.js'
 import { PendingAcks } from './telegram/acks.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
-import { createMessageWork, deliver, type WorkerDeps } from './dispatch/worker.js'
+import { createMessageWork, type TurnDeps } from './turn/turn.js'
 import { mediaDir, removeMedia } from './telegram/media.js'
 
 // A message a restart interrupted this often is failed instead of run again (a crash loop guard).
@@ -17,126 +15,34 @@ const PRUNE_BATCH = 500
 // After the shutdown grace, how long stopped brains and replies in flight get to wind down.
 const AFTER_KILL_MS = 3000
 
-/** How the webhook should answer, and why. */
-export interface Receipt {
-  readonly status: 200 | 400 | 503
-  readonly outcome: 'accepted' | 'duplicate' | 'ignored' | 'rejected'
-  readonly detail?: string
-  /** A Bot API call to return in the 200 body (ACK_MODE=webhook-reply: the receipt reaction). */
-  readonly webhookReply?: Record<string, unknown>
-}
-
 /** What the coordinator is made of: what its messages' work needs, but the acks it keeps itself. */
-export type CoordinatorDeps = Omit<WorkerDeps, 'acks'>
+export type CoordinatorDeps = Omit<TurnDeps, 'acks'>
 
 /**
- * The service's core: takes an update in (stored before it is acknowledged), acknowledges it with
- * the receipt reaction without waiting, and schedules it in its chat's queue. Knows nothing of HTTP.
+ * The service's lifecycle: builds intake and the dispatcher, and at start schedules what an earlier
+ * run left in the inbox and starts maintenance (re-queued messages, pruning); at stop drains.
  */
 export class Coordinator {
   readonly dispatcher: Dispatcher
+  readonly intake: Intake
   readonly startedAt = Date.now()
-  lastUpdateAt: number | undefined
   #deps: CoordinatorDeps
-  #acks = new PendingAcks()
-  // Learnt at start (getMe), so that "/status@OtherBot" in a group is left to the other bot.
-  #botUsername: string | undefined
   #timers: NodeJS.Timeout[] = []
-  #draining = false
 
   constructor(deps: CoordinatorDeps) {
     this.#deps = deps
+    // The receipt reactions in flight, which a turn's later reactions must not land under.
+    const acks = new PendingAcks()
     this.dispatcher = new Dispatcher({
       maxConcurrent: deps.config.maxConcurrentBrains,
-      work: createMessageWork({ ...deps, acks: this.#acks }),
+      work: createMessageWork({ ...deps, acks }),
     })
+    this.intake = new Intake({ ...deps, acks, dispatcher: this.dispatcher })
   }
 
   /** True once shutdown began: the webhook answers 503 so Telegram re-sends later. */
   get draining(): boolean {
-    return this.#draining
-  }
-
-  /**
-   * Handles one authentic webhook body. Synchronous up to the answer: the only waiting is the
-   * inbox write, so the webhook answers in well under a millisecond of work.
-   */
-  receive(body: unknown, receivedAt = Date.now()): Receipt {
-    const { config, inbox, log } = this.#deps
-    if (this.#draining) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
-    const intake = classifyUpdate(body, {
-      isAllowedChat: (chatId) => config.allowedChats === 'all' || config.allowedChats.has(chatId),
-      edits: config.edits,
-      botUsername: this.#botUsername,
-    })
-    if (intake.kind === 'invalid') return { status: 400, outcome: 'rejected', detail: intake.problem }
-    this.lastUpdateAt = receivedAt
-    if (intake.kind === 'ignored') {
-      log.debug({ update_id: intake.updateId, reason: intake.reason }, 'update ignored')
-      return { status: 200, outcome: 'ignored', detail: intake.reason }
-    }
-
-    const { message, updateId } = intake
-    const stored = {
-      updateId,
-      chatId: message.chatId,
-      messageId: message.messageId,
-      updateJson: JSON.stringify(body),
-      receivedAt,
-    }
-    const messageLog = log.child({ update_id: updateId, chat_id: message.chatId })
-    // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
-    let answer: (CommandAnswer & { readonly what: string }) | undefined
-    if (intake.kind === 'command') {
-      const { dispatcher } = this
-      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${intake.command.name} failed`)
-      const context = { chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError }
-      answer = { ...answerCommand(intake.command, context), what: `/${intake.command.name}` }
-    } else if (intake.kind === 'unsupported') {
-      const what = intake.what.replaceAll('_', ' ')
-      answer = { reply: `Sorry, I can't handle ${what}: please send text, a photo, a voice note or a file.`, what }
-    }
-    let seq: number | 'duplicate'
-    try {
-      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
-    } catch (error) {
-      if (!(error instanceof InboxWriteError)) throw error
-      messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
-      return { status: 503, outcome: 'rejected', detail: 'inbox unavailable' }
-    }
-    if (seq === 'duplicate') {
-      messageLog.info('duplicate update ignored')
-      return { status: 200, outcome: 'duplicate' }
-    }
-
-    let webhookReply: Record<string, unknown> | undefined
-    if (answer === undefined) {
-      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
-      else this.#acknowledge(updateId, message, receivedAt, messageLog)
-      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
-      // A newer message stops the running brain; the next run takes every message not yet answered.
-      if (config.busyMode === 'interrupt' && this.dispatcher.stop(message.chatId, 'interrupt')) {
-        messageLog.info('running brain interrupted by this message')
-      }
-      this.dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
-    } else {
-      answer.act?.()
-      messageLog.info({ seq, kind: answer.what }, 'answered by the service')
-      const answered = inbox.get(seq) as StoredMessage
-      void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
-    }
-    return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
-  }
-
-  /** Fires the receipt reaction; its failure is logged and never touches the work. */
-  #acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
-    const { telegram, config, metrics } = this.#deps
-    const call = telegram.react(message.chatId, message.messageId, config.ackEmoji)
-    this.#acks.track(updateId, call)
-    call.then(
-      () => metrics.ackLatency.observe((Date.now() - receivedAt) / 1000),
-      (error: unknown) => log.warn({ err: error }, 'receipt reaction failed'),
-    )
+    return !this.intake.accepting
   }
 
   /**
@@ -148,7 +54,7 @@ export class Coordinator {
     const { inbox, log, telegram } = this.#deps
     telegram.api.getMe().then(
       (me) => {
-        this.#botUsername = me.username
+        this.intake.botUsername = me.username
       },
       (error: unknown) => log.warn({ err: error }, "could not learn the bot's username; commands addressed to any bot are answered"),
     )
@@ -190,7 +96,7 @@ export class Coordinator {
         const updateIds = inbox.prune(olderThan, PRUNE_BATCH)
         pruned += updateIds.length
         for (const updateId of updateIds) await removeMedia(mediaDir(config.stateDir, updateId))
-        if (updateIds.length < PRUNE_BATCH || this.#draining) break
+        if (updateIds.length < PRUNE_BATCH || this.draining) break
         await new Promise((resolve) => setImmediate(resolve))
       }
     } catch (error) {
@@ -201,7 +107,7 @@ export class Coordinator {
 
   /** Stops intake and maintenance, lets running brains finish within the grace, stops the rest. */
   async stop(): Promise<void> {
-    this.#draining = true
+    this.intake.stopAccepting()
     for (const timer of this.#timers) clearInterval(timer)
     const { shutdownGraceMs, brain } = this.#deps.config
     await this.dispatcher.drain(shutdownGraceMs, brain.killGraceMs + AFTER_KILL_MS)
@@ -217,16 +123,6 @@ export class Coordinator {
     }, ms)
     timer.unref()
     this.#timers.push(timer)
-  }
-}
-
-/** The receipt reaction as a webhook reply: the Bot API runs it, but nobody learns whether it worked. */
-function reactionCall(message: IncomingMessage, emoji: string): Record<string, unknown> {
-  return {
-    method: 'setMessageReaction',
-    chat_id: message.chatId,
-    message_id: message.messageId,
-    reaction: [{ type: 'emoji', emoji }],
   }
 }
 

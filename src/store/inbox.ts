@@ -19,6 +19,8 @@ export interface NewMessage {
   readonly updateId: number
   readonly chatId: number
   readonly messageId: number
+  /** The forum topic the reply goes to; absent outside topics. */
+  readonly threadId?: number | null | undefined
   /** The raw Update as JSON, passed on to the brain. */
   readonly updateJson: string
   readonly receivedAt: number
@@ -28,6 +30,7 @@ export interface NewMessage {
 export interface StoredMessage extends NewMessage {
   /** Arrival sequence: the order of a chat's messages. */
   readonly seq: number
+  readonly threadId: number | null
   readonly state: MessageState
   readonly attempts: number
   /** How many times a restart interrupted this message while its brain ran. */

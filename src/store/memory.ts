@@ -145,6 +145,7 @@ export class MemoryInbox implements Inbox {
     this.#messages.set(seq, {
       ...message,
       ...initial,
+      threadId: message.threadId ?? null,
       seq,
       attempts: 0,
       interruptions: 0,

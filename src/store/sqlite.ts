@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS messages (
   update_id       INTEGER NOT NULL UNIQUE,
   chat_id         INTEGER NOT NULL,
   message_id      INTEGER NOT NULL,
+  thread_id       INTEGER,
   update_json     TEXT    NOT NULL,
   state           TEXT    NOT NULL,
   received_at     INTEGER NOT NULL,
@@ -47,11 +48,21 @@ CREATE INDEX IF NOT EXISTS messages_chat ON messages (chat_id, seq);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 `
 
+// An inbox written before thread_id existed gets the column, filled from the stored updates (the
+// message, or the edit, as intake took it), so replies still pending after the upgrade find their topic.
+const ADD_THREAD_ID = `
+ALTER TABLE messages ADD COLUMN thread_id INTEGER;
+UPDATE messages SET thread_id = json_extract(update_json, '$.' || kind || '.message_thread_id')
+  FROM (SELECT seq AS of, IIF(json_type(update_json, '$.message') IS NULL, 'edited_message', 'message') AS kind FROM messages)
+  WHERE seq = of AND json_extract(update_json, '$.' || kind || '.is_topic_message') = 1;
+`
+
 interface Row {
   seq: number
   update_id: number
   chat_id: number
   message_id: number
+  thread_id: number | null
   update_json: string
   state: MessageState
   received_at: number
@@ -72,6 +83,7 @@ function toMessage(row: Row): StoredMessage {
     updateId: row.update_id,
     chatId: row.chat_id,
     messageId: row.message_id,
+    threadId: row.thread_id,
     updateJson: row.update_json,
     state: row.state,
     receivedAt: row.received_at,
@@ -110,28 +122,29 @@ export class SqliteInbox implements Inbox {
     this.#db.pragma('journal_mode = WAL')
     this.#db.pragma('synchronous = NORMAL')
     this.#db.exec(SCHEMA)
+    this.#migrate()
     this.#insert = this.#db.prepare(
-      `INSERT OR IGNORE INTO messages (update_id, chat_id, message_id, update_json, state, received_at)
-       VALUES (?, ?, ?, ?, 'queued', ?)`,
+      `INSERT OR IGNORE INTO messages (update_id, chat_id, message_id, thread_id, update_json, state, received_at)
+       VALUES (?, ?, ?, ?, ?, 'queued', ?)`,
     )
     this.#insertAnswered = this.#db.prepare(
-      `INSERT OR IGNORE INTO messages (update_id, chat_id, message_id, update_json, state, received_at, finished_at, reply, reply_state)
-       VALUES (?, ?, ?, ?, 'done', ?, ?, ?, 'pending')`,
+      `INSERT OR IGNORE INTO messages (update_id, chat_id, message_id, thread_id, update_json, state, received_at, finished_at, reply, reply_state)
+       VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, 'pending')`,
     )
     this.#get = this.#db.prepare('SELECT * FROM messages WHERE seq = ?')
   }
 
   accept(message: NewMessage): number | 'duplicate' {
     const result = this.#write(() =>
-      this.#insert.run(message.updateId, message.chatId, message.messageId, message.updateJson, message.receivedAt),
+      this.#insert.run(message.updateId, message.chatId, message.messageId, message.threadId ?? null, message.updateJson, message.receivedAt),
     )
     return result.changes === 0 ? 'duplicate' : Number(result.lastInsertRowid)
   }
 
   acceptAnswered(message: NewMessage, reply: string): number | 'duplicate' {
-    const { updateId, chatId, messageId, updateJson, receivedAt } = message
+    const { updateId, chatId, messageId, threadId = null, updateJson, receivedAt } = message
     const result = this.#write(() =>
-      this.#insertAnswered.run(updateId, chatId, messageId, updateJson, receivedAt, receivedAt, reply),
+      this.#insertAnswered.run(updateId, chatId, messageId, threadId, updateJson, receivedAt, receivedAt, reply),
     )
     return result.changes === 0 ? 'duplicate' : Number(result.lastInsertRowid)
   }
@@ -287,6 +300,12 @@ export class SqliteInbox implements Inbox {
 
   close(): void {
     if (this.#db.open) this.#db.close()
+  }
+
+  /** Brings an inbox written by an earlier version up to this schema. */
+  #migrate(): void {
+    const columns = this.#db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('messages') as string[]
+    if (!columns.includes('thread_id')) this.#db.transaction(() => this.#db.exec(ADD_THREAD_ID))()
   }
 
   #stmt(sql: string): Database.Statement {

@@ -1,0 +1,150 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config } from '../config.js'
+import type { Dispatcher } from '../dispatch/dispatcher.js'
+import type { Metrics } from '../metrics.js'
+import { InboxWriteError, type Inbox, type StoredMessage } from '../store/inbox.js'
+import type { PendingAcks } from '../telegram/acks.js'
+import type { TelegramClient } from '../telegram/client.js'
+import { deliver } from '../telegram/delivery.js'
+import { classifyUpdate, type IncomingMessage } from './classify.js'
+import { answerCommand, type CommandAnswer } from './service-commands.js'
+
+/** How the webhook should answer, and why. */
+export interface Receipt {
+  readonly status: 200 | 400 | 503
+  readonly outcome: 'accepted' | 'duplicate' | 'ignored' | 'rejected'
+  readonly detail?: string
+  /** A Bot API call to return in the 200 body (ACK_MODE=webhook-reply: the receipt reaction). */
+  readonly webhookReply?: Record<string, unknown>
+}
+
+/** What intake hands updates to, and acknowledges them with. */
+export interface IntakeDeps {
+  readonly config: Config
+  readonly inbox: Inbox
+  readonly telegram: TelegramClient
+  readonly metrics: Metrics
+  readonly log: FastifyBaseLogger
+  readonly dispatcher: Dispatcher
+  readonly acks: PendingAcks
+}
+
+/**
+ * The way in, for an authentic webhook body: classifies it, stores it (before it is acknowledged),
+ * acknowledges it with the receipt reaction without waiting, and enqueues it in its chat's queue.
+ * The service's own commands are answered here, at once. Knows nothing of HTTP.
+ */
+export class Intake {
+  /** When the last well-formed update arrived, for /healthz. */
+  lastUpdateAt: number | undefined
+  /** The bot's username, once learnt: "/status@OtherBot" in a group is then left to the other bot. */
+  botUsername: string | undefined
+  #deps: IntakeDeps
+  #accepting = true
+
+  constructor(deps: IntakeDeps) {
+    this.#deps = deps
+  }
+
+  /** False once shutdown began: the webhook answers 503 so Telegram re-sends later. */
+  get accepting(): boolean {
+    return this.#accepting
+  }
+
+  /** Refuses every update from now on (shutdown). */
+  stopAccepting(): void {
+    this.#accepting = false
+  }
+
+  /**
+   * Handles one authentic webhook body. Synchronous up to the answer: the only waiting is the
+   * inbox write, so the webhook answers in well under a millisecond of work.
+   */
+  receive(body: unknown, receivedAt = Date.now()): Receipt {
+    const { config, inbox, log, dispatcher } = this.#deps
+    if (!this.#accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
+    const intake = classifyUpdate(body, {
+      isAllowedChat: (chatId) => config.allowedChats === 'all' || config.allowedChats.has(chatId),
+      edits: config.edits,
+      botUsername: this.botUsername,
+    })
+    if (intake.kind === 'invalid') return { status: 400, outcome: 'rejected', detail: intake.problem }
+    this.lastUpdateAt = receivedAt
+    if (intake.kind === 'ignored') {
+      log.debug({ update_id: intake.updateId, reason: intake.reason }, 'update ignored')
+      return { status: 200, outcome: 'ignored', detail: intake.reason }
+    }
+
+    const { message, updateId } = intake
+    const stored = {
+      updateId,
+      chatId: message.chatId,
+      messageId: message.messageId,
+      threadId: message.threadId ?? null,
+      updateJson: JSON.stringify(body),
+      receivedAt,
+    }
+    const messageLog = log.child({ update_id: updateId, chat_id: message.chatId })
+    // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
+    let answer: (CommandAnswer & { readonly what: string }) | undefined
+    if (intake.kind === 'command') {
+      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${intake.command.name} failed`)
+      const context = { chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError }
+      answer = { ...answerCommand(intake.command, context), what: `/${intake.command.name}` }
+    } else if (intake.kind === 'unsupported') {
+      const what = intake.what.replaceAll('_', ' ')
+      answer = { reply: `Sorry, I can't handle ${what}: please send text, a photo, a voice note or a file.`, what }
+    }
+    let seq: number | 'duplicate'
+    try {
+      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
+    } catch (error) {
+      if (!(error instanceof InboxWriteError)) throw error
+      messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
+      return { status: 503, outcome: 'rejected', detail: 'inbox unavailable' }
+    }
+    if (seq === 'duplicate') {
+      messageLog.info('duplicate update ignored')
+      return { status: 200, outcome: 'duplicate' }
+    }
+
+    let webhookReply: Record<string, unknown> | undefined
+    if (answer === undefined) {
+      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
+      else this.#acknowledge(updateId, message, receivedAt, messageLog)
+      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
+      // A newer message stops the running brain; the next run takes every message not yet answered.
+      if (config.busyMode === 'interrupt' && dispatcher.stop(message.chatId, 'interrupt')) {
+        messageLog.info('running brain interrupted by this message')
+      }
+      dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
+    } else {
+      answer.act?.()
+      messageLog.info({ seq, kind: answer.what }, 'answered by the service')
+      const answered = inbox.get(seq) as StoredMessage
+      void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
+    }
+    return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
+  }
+
+  /** Fires the receipt reaction; its failure is logged and never touches the work. */
+  #acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
+    const { telegram, config, metrics, acks } = this.#deps
+    const call = telegram.react(message.chatId, message.messageId, config.ackEmoji)
+    acks.track(updateId, call)
+    call.then(
+      () => metrics.ackLatency.observe((Date.now() - receivedAt) / 1000),
+      (error: unknown) => log.warn({ err: error }, 'receipt reaction failed'),
+    )
+  }
+}
+
+/** The receipt reaction as a webhook reply: the Bot API runs it, but nobody learns whether it worked. */
+function reactionCall(message: IncomingMessage, emoji: string): Record<string, unknown> {
+  return {
+    method: 'setMessageReaction',
+    chat_id: message.chatId,
+    message_id: message.messageId,
+    reaction: [{ type: 'emoji', emoji }],
+  }
+}
