@@ -1,7 +1,8 @@
 import fc from 'fast-check'
 import t, { type Test } from 'tap'
 import { parseTelegramHtml } from '../src/emulator/index.js'
-import { formatReply, markdownToTelegramHtml, type FormattedPart } from '../src/telegram/markdown.js'
+import { formatReply, type FormattedPart } from '../src/telegram/format.js'
+import { markdownToTelegramHtml } from '../src/telegram/markdown.js'
 import { MESSAGE_LIMIT } from '../src/telegram/split.js'
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/u

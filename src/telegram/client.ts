@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { Api, GrammyError, HttpError } from 'grammy'
 import { autoRetry } from '@grammyjs/auto-retry'
 import type { Metrics } from '../metrics.js'
-import { formatReply, type FormattedPart } from './markdown.js'
+import { formatReply, type FormattedPart } from './format.js'
 import type { ReactionEmoji } from './reactions.js'
 
 /** Where a reply goes: the chat, the message it answers, and the forum topic if any. */
