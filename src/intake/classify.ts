@@ -109,11 +109,6 @@ export function parseCommand(text: string, botUsername?: string): Command | unde
   return { name: command, args: args.trim() }
 }
 
-/** The message an update carries (a new one, or an edit). */
-export function messageOf(update: Update): Message | undefined {
-  return update.message ?? update.edited_message
-}
-
 /** Whether a parsed JSON value nests deeper than `limit`; iterative, so any depth is safe to check. */
 function nestingExceeds(value: unknown, limit: number): boolean {
   const pending: [unknown, number][] = [[value, 1]]

@@ -1,4 +1,4 @@
-import type { Update } from 'grammy/types'
+import type { Message, Update } from 'grammy/types'
 import type { EditsMode } from '../config.js'
 
 /** An update kind, as named in allowed_updates. */
@@ -11,4 +11,9 @@ export type UpdateKind = Exclude<keyof Update, 'update_id'>
  */
 export function handledUpdates(edits: EditsMode): UpdateKind[] {
   return edits === 'queue' ? ['message', 'edited_message'] : ['message']
+}
+
+/** The message an update carries (a new one, or an edit). */
+export function messageOf(update: Update): Message | undefined {
+  return update.message ?? update.edited_message
 }

@@ -2,7 +2,6 @@ import fs from 'node:fs'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Message, Update } from 'grammy/types'
 import type { Config } from '../config.js'
-import { messageOf } from '../intake/classify.js'
 import type { Metrics } from '../metrics.js'
 import type { Inbox, Outcome, StoredMessage } from '../store/inbox.js'
 import { buildEnvelope, envelopeEnvironment, promptText, type RunMessage } from '../brain/envelope.js'
@@ -17,6 +16,7 @@ import type { TelegramClient } from '../telegram/client.js'
 import { deliver, finalReaction, notify, replyTarget, type FinalReactionDeps } from '../telegram/delivery.js'
 import { ChatFeedback } from '../telegram/feedback.js'
 import { downloadMedia, mediaDir, mediaOf } from '../telegram/media.js'
+import { messageOf } from '../telegram/updates.js'
 import {
   attemptMetric,
   cancelledOutcome,
