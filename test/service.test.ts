@@ -92,3 +92,21 @@ t.test('6 chats × 2 messages with 4 slots: at most 4 brains at once, each chat 
     )
   }
 })
+
+t.test("in a forum topic, the brain's reply and a command's answer go to the message's topic", async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  const GROUP = -1005550002
+  const question = emu.sendText({ chatId: GROUP, text: 'in a topic', threadId: 77 })
+  const status = emu.sendText({ chatId: GROUP, text: '/status', threadId: 78 })
+  const sentTo = async (messageId: number) => {
+    const call = await emu.waitFor(
+      (call) => call.method === 'sendMessage' && call.ok && (call.params['reply_parameters'] as { message_id?: number } | undefined)?.message_id === messageId,
+      { timeoutMs: 20_000 },
+    )
+    return call.params['message_thread_id']
+  }
+  t.equal(await sentTo(question.message!.message_id), 77, "the brain's reply")
+  t.equal(await sentTo(status.message!.message_id), 78, 'the answer to /status')
+})
