@@ -3,7 +3,7 @@ import type { EditsMode } from '../config.js'
 import { FILE_KINDS } from '../brain/protocol.js'
 
 /** What an authentic webhook body turned out to be. */
-export type Intake =
+export type Classification =
   | { readonly kind: 'invalid'; readonly problem: string }
   | { readonly kind: 'ignored'; readonly updateId: number; readonly reason: string }
   | { readonly kind: 'message'; readonly updateId: number; readonly message: IncomingMessage }
@@ -31,7 +31,7 @@ export interface Command {
   readonly args: string
 }
 
-export interface IntakeOptions {
+export interface ClassifyOptions {
   readonly isAllowedChat: (chatId: number) => boolean
   readonly edits: EditsMode
   /** The bot's username once known: "/status@OtherBot" is then left to the other bot. */
@@ -61,7 +61,7 @@ const UNSUPPORTED_KINDS = [
  * with an integer update_id) is a client error; an authentic update of an unexpected shape is
  * ignored, because a 4xx would make Telegram hold the chat and re-send it for a day.
  */
-export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsername }: IntakeOptions): Intake {
+export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsername }: ClassifyOptions): Classification {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     return { kind: 'invalid', problem: 'the body must be a JSON object (a Telegram Update)' }
   }

@@ -63,19 +63,19 @@ export class Intake {
   receive(body: unknown, receivedAt = Date.now()): Receipt {
     const { config, inbox, log, dispatcher } = this.#deps
     if (!this.#accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
-    const intake = classifyUpdate(body, {
+    const classified = classifyUpdate(body, {
       isAllowedChat: (chatId) => config.allowedChats === 'all' || config.allowedChats.has(chatId),
       edits: config.edits,
       botUsername: this.botUsername,
     })
-    if (intake.kind === 'invalid') return { status: 400, outcome: 'rejected', detail: intake.problem }
+    if (classified.kind === 'invalid') return { status: 400, outcome: 'rejected', detail: classified.problem }
     this.lastUpdateAt = receivedAt
-    if (intake.kind === 'ignored') {
-      log.debug({ update_id: intake.updateId, reason: intake.reason }, 'update ignored')
-      return { status: 200, outcome: 'ignored', detail: intake.reason }
+    if (classified.kind === 'ignored') {
+      log.debug({ update_id: classified.updateId, reason: classified.reason }, 'update ignored')
+      return { status: 200, outcome: 'ignored', detail: classified.reason }
     }
 
-    const { message, updateId } = intake
+    const { message, updateId } = classified
     const stored = {
       updateId,
       chatId: message.chatId,
@@ -87,12 +87,12 @@ export class Intake {
     const messageLog = log.child({ update_id: updateId, chat_id: message.chatId })
     // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
     let answer: (CommandAnswer & { readonly what: string }) | undefined
-    if (intake.kind === 'command') {
-      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${intake.command.name} failed`)
+    if (classified.kind === 'command') {
+      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${classified.command.name} failed`)
       const context = { chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError }
-      answer = { ...answerCommand(intake.command, context), what: `/${intake.command.name}` }
-    } else if (intake.kind === 'unsupported') {
-      const what = intake.what.replaceAll('_', ' ')
+      answer = { ...answerCommand(classified.command, context), what: `/${classified.command.name}` }
+    } else if (classified.kind === 'unsupported') {
+      const what = classified.what.replaceAll('_', ' ')
       answer = { reply: `Sorry, I can't handle ${what}: please send text, a photo, a voice note or a file.`, what }
     }
     let seq: number | 'duplicate'
