@@ -166,6 +166,11 @@ async function prepareMessages(
   return prepared as [RunMessage, ...RunMessage[]]
 }
 
+/**
+ * The brain attempts of a turn, each in a global slot and under the chat's lock, retried after exit
+ * 75 with backoff while the message's budget lasts. Returns the outcome to store, or how a stop
+ * (shutdown, a newer message) left the turn.
+ */
 async function runAttempts(
   deps: TurnDeps,
   batch: Batch,
