@@ -13,7 +13,7 @@ import {
   waitForHealth,
 } from './harness.js'
 import { table, verdict, type Section, type TargetResult } from './report.js'
-import { fmt, summarize, type Summary } from './stats.js'
+import { fmt, summarize, withMissing, type Summary } from './stats.js'
 
 const RATE_PER_S = 100
 const CHATS = 1000
@@ -32,10 +32,10 @@ type AckMode = 'api' | 'webhook-reply'
 interface Run {
   readonly mode: AckMode
   readonly sent: number
+  /** Webhook answer times; a delivery that failed counts as missing. */
   readonly answer: Summary
+  /** 👀 times; an update whose delivery failed or whose 👀 never arrived counts as missing. */
   readonly ack: Summary
-  /** Updates whose delivery failed or whose 👀 never arrived. */
-  readonly missing: number
   readonly health: Summary
 }
 
@@ -63,7 +63,7 @@ async function measure(mode: AckMode, durationS: number): Promise<Run> {
       const sent = await sendSteadily(emulator, durationS, 1)
       const health = await probe.result
       await delay(1000)
-      return { mode, ...measured(emulator, sent), health: summarize(health) }
+      return { mode, ...measured(emulator, sent), health: summarize(health.latencies, health.failures) }
     } finally {
       await service.child.stop()
     }
@@ -94,7 +94,7 @@ async function sendSteadily(emulator: BotApiEmulator, durationS: number, firstCh
   return sent
 }
 
-function measured(emulator: BotApiEmulator, sent: readonly Sent[]): Pick<Run, 'sent' | 'answer' | 'ack' | 'missing'> {
+function measured(emulator: BotApiEmulator, sent: readonly Sent[]): Pick<Run, 'sent' | 'answer' | 'ack'> {
   const deliveries = new Map(emulator.deliveries.filter((d) => d.attempt === 1).map((d) => [d.update_id, d]))
   const reactions = new Map<string, number>()
   for (const call of emulator.callsOf('setMessageReaction')) {
@@ -103,18 +103,21 @@ function measured(emulator: BotApiEmulator, sent: readonly Sent[]): Pick<Run, 's
   }
   const answers: number[] = []
   const acks: number[] = []
-  let missing = 0
+  let unanswered = 0
+  let unacknowledged = 0
   for (const message of sent) {
     const delivery = deliveries.get(message.updateId)
     const reactedAt = reactions.get(`${message.chatId}:${message.messageId}`)
-    if (delivery === undefined || delivery.status !== 200 || reactedAt === undefined) {
-      missing++
+    if (delivery === undefined || delivery.status !== 200) {
+      unanswered++
+      unacknowledged++
       continue
     }
     answers.push(delivery.answeredAt - delivery.sentAt)
-    acks.push(reactedAt - delivery.sentAt)
+    if (reactedAt === undefined) unacknowledged++
+    else acks.push(reactedAt - delivery.sentAt)
   }
-  return { sent: sent.length, answer: summarize(answers), ack: summarize(acks), missing }
+  return { sent: sent.length, answer: summarize(answers, unanswered), ack: summarize(acks, unacknowledged) }
 }
 
 function report(runs: readonly Run[], durationS: number): Section {
@@ -128,15 +131,21 @@ function report(runs: readonly Run[], durationS: number): Section {
     fmt(run.ack.p50),
     fmt(run.ack.p99),
     fmt(run.ack.max),
-    String(run.missing),
+    String(run.ack.missing),
     fmt(run.health.p99),
+    String(run.health.missing),
   ])
   const targets: TargetResult[] = [
-    { target: `👀 p99 ≤ ${TARGET_MS} ms, ${RATE_PER_S} updates/s, all slots busy (ACK_MODE=api)`, measured: `${fmt(api.ack.p99)} ms`, met: api.ack.p99 <= TARGET_MS },
+    // A lost 👀 or answer is a failure of the target, whatever the percentile of the rest says.
+    {
+      target: `👀 p99 ≤ ${TARGET_MS} ms, ${RATE_PER_S} updates/s, all slots busy (ACK_MODE=api)`,
+      measured: withMissing(api.ack, api.ack.p99),
+      met: api.ack.p99 <= TARGET_MS && api.ack.missing === 0,
+    },
     {
       target: `webhook answer p99 ≤ ${TARGET_MS} ms, ${RATE_PER_S} updates/s, all slots busy`,
-      measured: `${fmt(api.answer.p99)} ms (webhook-reply: ${fmt(webhookReply.answer.p99)} ms)`,
-      met: api.answer.p99 <= TARGET_MS,
+      measured: `${withMissing(api.answer, api.answer.p99)} (webhook-reply: ${withMissing(webhookReply.answer, webhookReply.answer.p99)})`,
+      met: api.answer.p99 <= TARGET_MS && api.answer.missing === 0,
     },
   ]
   return {
@@ -151,11 +160,12 @@ function report(runs: readonly Run[], durationS: number): Section {
     ].join('\n'),
     body: [
       table(
-        ['mode', 'updates', 'answer p50 ms', 'answer p99 ms', 'answer max ms', '👀 p50 ms', '👀 p99 ms', '👀 max ms', 'missing', '/healthz p99 ms'],
+        ['mode', 'updates', 'answer p50 ms', 'answer p99 ms', 'answer max ms', '👀 p50 ms', '👀 p99 ms', '👀 max ms', '👀 missing', '/healthz p99 ms', '/healthz failed'],
         rows,
       ),
       '',
-      `"answer" is the webhook's answer time as the emulator saw it (POST sent → response read). "missing": no 200 or no 👀.`,
+      `"answer" is the webhook's answer time as the emulator saw it (POST sent → response read). "👀 missing": no 200 or no 👀;`,
+      `missing updates and failed /healthz checks rank as infinitely slow in their percentiles ("∞" when a percentile falls on one).`,
       '',
       ...targets.map((t) => `- ${t.target}: **${t.measured}** (${verdict(t.met)})`),
     ].join('\n'),

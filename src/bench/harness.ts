@@ -272,10 +272,19 @@ export async function pointWebhookAt(apiRoot: string, url: string): Promise<void
 }
 
 /** Polls /healthz from its own process (see probe.ts); `result` resolves with the latencies, ms. */
-export function probeHealth(serviceUrl: string, perS: number, durationS: number): { result: Promise<number[]> } {
+/** What a /healthz poller saw: the latency of each check answered 200, and how many were not. */
+export interface Probed {
+  readonly latencies: number[]
+  /** Checks that failed (an error, or any status but 200): reported beside the percentiles, never dropped. */
+  readonly failures: number
+}
+
+export function probeHealth(serviceUrl: string, perS: number, durationS: number): { result: Promise<Probed> } {
   const probe = new BenchChild('healthz probe', path.join(BENCH_DIST, 'probe.js'), [`${serviceUrl}/healthz`, String(perS), String(durationS)], {}, { readLog: true })
   return {
-    result: probe.waitForLog((line) => line.msg === 'probe', durationS * 1000 + 10_000).then((line) => line['latencies'] as number[]),
+    result: probe
+      .waitForLog((line) => line.msg === 'probe', durationS * 1000 + 10_000)
+      .then((line) => ({ latencies: line['latencies'] as number[], failures: line['failures'] as number })),
   }
 }
 

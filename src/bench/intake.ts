@@ -15,6 +15,7 @@ import {
   delay,
   freePort,
   probeHealth,
+  type Probed,
   registerChats,
   startEmulatorProcess,
   startService,
@@ -24,7 +25,7 @@ import {
   type EmulatorProcess,
 } from './harness.js'
 import { table, verdict, type Section } from './report.js'
-import { fmt, median, summarize, type Summary } from './stats.js'
+import { fmt, median, summarize, withMissing, type Summary } from './stats.js'
 
 const CHATS = 1000
 const CONNECTIONS = 10
@@ -58,6 +59,9 @@ interface Variant {
 }
 
 /** What the slices of one variant add up to. */
+// A slice without a /healthz poller (the essential route, the fixed-rate slices).
+const NO_PROBE: Probed = { latencies: [], failures: 0 }
+
 interface Tally {
   requests: number
   seconds: number
@@ -66,6 +70,7 @@ interface Tally {
   readonly p50s: number[]
   readonly p99s: number[]
   readonly health: number[]
+  healthFailures: number
   cpu: Cpu
 }
 
@@ -118,7 +123,7 @@ export async function intakeBenchmark({ durationS }: IntakeOptions): Promise<Sec
     for (let round = 0; round < ROUNDS; round++) {
       for (const variant of inTurn(round)) {
         const probe = variant.isService ? probeHealth(variant.url, HEALTH_CHECKS_PER_S, sliceS) : undefined
-        add(saturated.get(variant) as Tally, await hammer(variant, emulator, sliceS), (await probe?.result) ?? [])
+        add(saturated.get(variant) as Tally, await hammer(variant, emulator, sliceS), await probe?.result)
         await delay(300)
       }
     }
@@ -126,7 +131,7 @@ export async function intakeBenchmark({ durationS }: IntakeOptions): Promise<Sec
     const reactions = await reactionsByVariant(emulator.url, since, variants)
     const fixedSliceS = Math.min(FIXED_RATE_S, durationS) / ROUNDS
     for (let round = 0; round < ROUNDS; round++) {
-      for (const variant of inTurn(round)) add(fixedRate.get(variant) as Tally, await hammer(variant, emulator, fixedSliceS, FIXED_RATE_PER_S), [])
+      for (const variant of inTurn(round)) add(fixedRate.get(variant) as Tally, await hammer(variant, emulator, fixedSliceS, FIXED_RATE_PER_S))
     }
     const rows = variants.map((variant) =>
       toRow(variant, saturated.get(variant) as Tally, reactions.get(variant) ?? 0, fixedRate.get(variant) as Tally),
@@ -211,17 +216,18 @@ async function hammer(variant: Variant, emulator: EmulatorProcess, seconds: numb
 }
 
 function emptyTally(): Tally {
-  return { requests: 0, seconds: 0, non2xx: 0, errors: 0, p50s: [], p99s: [], health: [], cpu: { variant: 0, emulator: 0, loadGenerator: 0 } }
+  return { requests: 0, seconds: 0, non2xx: 0, errors: 0, p50s: [], p99s: [], health: [], healthFailures: 0, cpu: { variant: 0, emulator: 0, loadGenerator: 0 } }
 }
 
-function add(tally: Tally, load: Load, health: readonly number[]): void {
+function add(tally: Tally, load: Load, health: Probed = NO_PROBE): void {
   tally.requests += load.requests
   tally.seconds += load.seconds
   tally.non2xx += load.non2xx
   tally.errors += load.errors
   tally.p50s.push(load.p50)
   tally.p99s.push(load.p99)
-  tally.health.push(...health)
+  tally.health.push(...health.latencies)
+  tally.healthFailures += health.failures
   tally.cpu = {
     variant: tally.cpu.variant + load.cpu.variant,
     emulator: tally.cpu.emulator + load.cpu.emulator,
@@ -243,7 +249,7 @@ function toRow(variant: Variant, tally: Tally, reactions: number, fixed: Tally):
     non2xx: tally.non2xx,
     errors: tally.errors,
     reactions: variant.ackInAnswer ? undefined : reactions,
-    health: variant.isService ? summarize(tally.health) : undefined,
+    health: variant.isService ? summarize(tally.health, tally.healthFailures) : undefined,
     cpu: perRequest(tally.cpu, tally.requests),
     cpuAtFixedRate: perRequest(fixed.cpu, fixed.requests),
   }
@@ -288,7 +294,7 @@ function report(rows: readonly Row[], durationS: number): Section {
   const [durable, webhookReply, memory, essential] = rows as [Row, Row, Row, Row]
   const ratio = (a: Row, b: Row): number => a.rps / b.rps
   const text = table(
-    ['variant', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', '👀 set', '/healthz p50 ms', '/healthz p99 ms', 'CPU µs/req: variant', 'emulator', 'autocannon'],
+    ['variant', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', '👀 set', '/healthz p50 ms', '/healthz p99 ms', '/healthz failed', 'CPU µs/req: variant', 'emulator', 'autocannon'],
     rows.map((row) => [
       row.name,
       fmt(row.rps, 0),
@@ -299,6 +305,7 @@ function report(rows: readonly Row[], durationS: number): Section {
       row.reactions === undefined ? 'in answer' : String(row.reactions),
       row.health ? fmt(row.health.p50) : '–',
       row.health ? fmt(row.health.p99) : '–',
+      row.health ? String(row.health.missing) : '–',
       fmt(row.cpu.variant, 0),
       fmt(row.cpu.emulator, 0),
       fmt(row.cpu.loadGenerator, 0),
@@ -310,6 +317,8 @@ function report(rows: readonly Row[], durationS: number): Section {
   )
   const durableVsEssential = ratio(durable, essential)
   const healthP99 = durable.health?.p99 ?? Number.NaN
+  const healthMet = healthP99 <= 5 && durable.health?.missing === 0
+  const healthMeasured = durable.health ? withMissing(durable.health, healthP99) : '–'
   const cpuRatio = (row: Row): string => (row.cpuAtFixedRate.variant / essential.cpuAtFixedRate.variant).toFixed(2)
   return {
     title: 'Webhook intake',
@@ -342,15 +351,26 @@ function report(rows: readonly Row[], durationS: number): Section {
       `- CPU per update at ${FIXED_RATE_PER_S}/s, service ÷ essential: durable **${cpuRatio(durable)}**, webhook-reply **${cpuRatio(webhookReply)}**, memory **${cpuRatio(memory)}**`,
       `- webhook answer p99 at saturation (${CONNECTIONS} requests always in flight): durable **${fmt(durable.p99, 1)} ms**, essential **${fmt(essential.p99, 1)} ms**;`,
       '  at saturation latency is mostly queueing (connections ÷ throughput); the ≤ 20 ms target is judged at 100 updates/s below.',
-      `- /healthz p99 while the durable service is saturated: **${fmt(healthP99)} ms** (target ≤ 5 ms: ${verdict(healthP99 <= 5)})`,
+      `- /healthz p99 while the durable service is saturated: **${healthMeasured}** (target ≤ 5 ms, none failed: ${verdict(healthMet)})`,
     ].join('\n'),
     targets: [
       {
         target: 'durable intake ≥ 0.5 × essential (req/s, all slots busy)',
         measured: `${durableVsEssential.toFixed(2)} (${fmt(durable.rps, 0)} vs ${fmt(essential.rps, 0)} req/s)`,
         met: durableVsEssential >= 0.5,
+        whenMissed:
+          `In this run: durable ÷ memory ${ratio(durable, memory).toFixed(2)}, webhook-reply ÷ essential ${ratio(webhookReply, essential).toFixed(2)}; ` +
+          `CPU per update at ${FIXED_RATE_PER_S}/s: durable ${fmt(durable.cpuAtFixedRate.variant, 0)} µs, memory ${fmt(memory.cpuAtFixedRate.variant, 0)} µs, ` +
+          `webhook-reply ${fmt(webhookReply.cpuAtFixedRate.variant, 0)} µs, essential ${fmt(essential.cpuAtFixedRate.variant, 0)} µs.`,
       },
-      { target: '/healthz p99 ≤ 5 ms during the intake run', measured: `${fmt(healthP99)} ms`, met: healthP99 <= 5 },
+      {
+        target: '/healthz p99 ≤ 5 ms during the intake run',
+        measured: healthMeasured,
+        met: healthMet,
+        whenMissed:
+          `In this run /healthz p50 was ${fmt(durable.health?.p50 ?? Number.NaN)} ms over ${durable.health?.n ?? 0} checks, with ${CONNECTIONS} webhook ` +
+          `requests always in flight on the same event loop (webhook p50 ${fmt(durable.p50, 1)} ms, p99 ${fmt(durable.p99, 1)} ms).`,
+      },
     ],
   }
 }

@@ -16,6 +16,11 @@ export interface TargetResult {
   readonly target: string
   readonly measured: string
   readonly met: boolean
+  /**
+   * When missed: what else this same run measured that bears on it (ratios, shares, counts), stated
+   * as numbers from the run, never as a fixed explanation.
+   */
+  readonly whenMissed?: string
 }
 
 /** A Markdown table, padded so it also reads as plain text; the first column is left-aligned. */
@@ -73,36 +78,15 @@ the same work measured in the same run on the same machine.
 ## Targets
 
 ${targetTable(sections)}
-
-${MISSES}
-
+${missedTargets(sections)}
 ${body}
 `
 }
 
-// Why the targets this machine misses are missed, from the tables below and from heap snapshots and
-// CPU profiles taken with --cpu-prof and the inspector (2026-11-25). Re-check when a number moves.
-const MISSES = `### Where a target is missed, and why
-
-- **Durable intake against the essential route.** The ratio moves with the machine's background
-  load (0.40 to 0.60 over four full runs on 2026-11-25). The CPU per update at a fixed 400/s says
-  where the difference is: the durable and the in-memory inbox cost about the same, so durability
-  is not it; the service's own work per update beyond the essential route (classifying the update,
-  its inbox record, the chat's queue, metrics, one structured log line) is, and the largest single
-  part is sending the 👀 as a Bot API call from a service that is also doing everything else: with
-  ACK_MODE=webhook-reply the same service reaches about 0.9 of the essential route's throughput.
-- **/healthz p99 during the intake run.** The intake run keeps 10 webhook requests in flight at all
-  times, on the same event loop as /healthz, so a health probe queues behind them: its cost is the
-  queue, not the handler (idle, /healthz and /livez answer in the round-trip floor of a few ms; at
-  100 updates/s, see 👀 latency, its p99 is single-digit ms). Meeting 5 ms at saturation would
-  need the probe answered off the main thread.
-- **RSS with 100,000 queued.** See the memory table: after a forced GC most of it is live JS heap.
-  Heap snapshots (2,000 chats × 1 and × 10 queued, against idle) put about 10 KB on each chat's
-  *first* waiting message, which already holds its whole turn while it waits for a brain slot
-  (parsed update, envelope, feedback, logger, abort controller, suspended async functions, its
-  p-queue), and a few dozen bytes on each message behind it (the chat's backlog is plain records).
-  10,000 busy chats therefore cost about 100 MB; building a turn only once a slot is granted would
-  bring that down to a few MB. The inbox itself is on disk.
-- **RSS after draining.** The JS heap returns to its idle size after a forced GC (see the table);
-  what stays above the baseline is native memory that malloc keeps for reuse rather than returning
-  to the system, not live objects.`
+/** The missed targets with their own run's related numbers; nothing at all when every target was met. */
+export function missedTargets(sections: readonly Section[]): string {
+  const missed = sections.flatMap((section) => section.targets).filter((target) => !target.met)
+  if (missed.length === 0) return ''
+  const lines = missed.map((target) => `- **${target.target}**: ${target.measured}.${target.whenMissed ? ` ${target.whenMissed}` : ''}`)
+  return `\n### Missed in this run\n\n${lines.join('\n')}\n`
+}

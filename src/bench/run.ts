@@ -12,7 +12,7 @@ import { headOfLineBenchmark } from './head-of-line.js'
 import { intakeBenchmark } from './intake.js'
 import { memoryBenchmark } from './memory.js'
 import { recoveryBenchmark } from './recovery.js'
-import { renderReport, targetTable, type Section } from './report.js'
+import { missedTargets, renderReport, targetTable, type Section } from './report.js'
 
 const DEFAULT_DURATION_S = 10
 const DEFAULT_HOL_BRAIN_S = 30
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   const elapsedS = (Date.now() - started) / 1000
   const command = ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' ')
   const document = renderReport({ sections, command, elapsedS, loadAverage: [loadBefore, os.loadavg()[0] ?? Number.NaN] })
-  process.stdout.write(`## Targets\n\n${targetTable(sections)}\n\n`)
+  process.stdout.write(`## Targets\n\n${targetTable(sections)}\n${missedTargets(sections)}\n`)
   if (out) {
     fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true })
     fs.writeFileSync(out, document)
