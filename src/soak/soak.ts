@@ -41,6 +41,9 @@ const DRAIN_MS = 60_000
 const RSS_SLACK_MB = 64
 const SETTLE_MS = 15_000
 const WARM_UP_MS = 5000
+// The RSS trend is fitted to the status lines' readings from this point on, once caches and JIT settle.
+const TREND_WARM_UP_MS = 60_000
+const TREND_MIN_READINGS = 3
 
 export interface SoakOptions {
   readonly minutes: number
@@ -367,6 +370,24 @@ async function ackPair(tracker: Tracker, chatId: number): Promise<(number | unde
   return [first, second].map((tracked) => (tracked.ackAt === undefined ? undefined : tracked.ackAt - tracked.sentAt))
 }
 
+/**
+ * The least-squares slope of RSS over time, in MB per 10 minutes: a service that leaks shows a steady
+ * rise here long before it would cross any fixed limit. Undefined with too few readings.
+ */
+export function rssTrendPer10Min(readings: readonly { readonly atMs: number; readonly rssMb: number }[]): number | undefined {
+  if (readings.length < TREND_MIN_READINGS) return undefined
+  const n = readings.length
+  const meanT = readings.reduce((sum, r) => sum + r.atMs, 0) / n
+  const meanR = readings.reduce((sum, r) => sum + r.rssMb, 0) / n
+  let covariance = 0
+  let variance = 0
+  for (const r of readings) {
+    covariance += (r.atMs - meanT) * (r.rssMb - meanR)
+    variance += (r.atMs - meanT) ** 2
+  }
+  return variance === 0 ? undefined : (covariance / variance) * 600_000
+}
+
 /** {@link percentile}, 0 when nothing was measured yet. */
 const percentileOrZero = (values: readonly number[], p: number): number => percentile(values, p) ?? 0
 
@@ -491,10 +512,15 @@ export async function runSoak(args: string[]): Promise<number> {
     let ackPairSent = false
     const ackChat = chats + 1
 
+    // Every status line's RSS, for the trend.
+    const rssReadings: { atMs: number; rssMb: number }[] = []
     const report = (): void => {
       tracker.update()
+      // The long brain's tracker is read here too, so the status line and the verdict see its answer.
+      live?.tracker.update()
       const stats = processStats(main.service.pid)
       rssMax = Math.max(rssMax, stats.rssMb)
+      rssReadings.push({ atMs: Date.now() - startedAt, rssMb: stats.rssMb })
       const answered = tracker.answered
       const seconds = Math.round((Date.now() - startedAt) / 1000)
       print(
@@ -554,6 +580,8 @@ export async function runSoak(args: string[]): Promise<number> {
         }
         await delay(500)
       }
+      // The wait above is skipped when the soak outlasted the long brain's deadline: read it anyway.
+      live.tracker.update()
     }
     report()
     await health.stop()
@@ -614,6 +642,14 @@ export async function runSoak(args: string[]): Promise<number> {
     print(`  webhook: ${times.length} deliveries, p50 ${percentileOrZero(times, 50).toFixed(1)} ms, p99 ${percentileOrZero(times, 99).toFixed(1)} ms, max ${percentileOrZero(times, 100).toFixed(1)} ms`)
     print(`  event loop delay (p99 over 10 s, worst seen on /healthz): ${health.maxLoopDelayMs.toFixed(1)} ms; service errors logged: ${main.service.errors}`)
     print(`  brains started: ${main.service.brainPids.size}`)
+    const trendReadings = rssReadings.filter((reading) => reading.atMs >= TREND_WARM_UP_MS && reading.atMs <= durationMs)
+    const trend = rssTrendPer10Min(trendReadings)
+    print(
+      trend === undefined
+        ? `  RSS trend: too few readings after the ${TREND_WARM_UP_MS / 1000} s warm-up to fit one (run longer)`
+        : `  RSS trend after the ${TREND_WARM_UP_MS / 1000} s warm-up: ${trend >= 0 ? '+' : ''}${trend.toFixed(1)} MB per 10 min ` +
+            `(${trendReadings.length} readings, ${(trendReadings[0]?.rssMb ?? 0).toFixed(0)} → ${(trendReadings.at(-1)?.rssMb ?? 0).toFixed(0)} MB)`,
+    )
     for (const [what, ok] of checks) print(`  ${ok ? 'ok ' : 'NOT'} ${what}`)
     const code = await main.service.stop()
     const allOk = checks.every(([, ok]) => ok)
