@@ -75,6 +75,11 @@ export interface Recovery {
   readonly undeliveredReplies: readonly StoredMessage[]
 }
 
+/** The reply to a message failed by the crash-loop guard: its brain ran, and was interrupted, `interruptions` times. */
+export function crashLoopNotice(interruptions: number): string {
+  return `⚠️ The service restarted ${interruptions} times while this message ran; it is not run again.`
+}
+
 /** The inbox could not store an update; the webhook must answer 503 so Telegram re-sends it. */
 export class InboxWriteError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -102,7 +107,11 @@ export interface Inbox {
   requeue(seqs: readonly number[]): void
   /** Puts a chat's queued messages aside as cancelled; returns their sequence numbers. */
   cancelQueued(chatId: number, at: number): number[]
-  /** Called once at start: marks interrupted messages, returns what to resume. */
+  /**
+   * Called once at start: puts messages a restart interrupted back in the queue, counting the
+   * interruption, and fails those interrupted `maxInterruptions` times (their brain ran that many
+   * times, and is not run again). Returns what to resume.
+   */
   recover(maxInterruptions: number, at: number): Recovery
   /** Re-queues a failed, timed-out or cancelled message (the CLI's `inbox retry`). */
   retry(seq: number): StoredMessage

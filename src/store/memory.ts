@@ -1,4 +1,5 @@
 import {
+  crashLoopNotice,
   type Inbox,
   type InboxStats,
   type ListFilter,
@@ -83,8 +84,27 @@ export class MemoryInbox implements Inbox {
     return cancelled
   }
 
-  recover(): Recovery {
-    return { unfinished: [], undeliveredReplies: [] }
+  // Empty at start, but the same transitions as the durable inbox, so that the two can't drift apart.
+  recover(maxInterruptions: number, at: number): Recovery {
+    for (const message of this.#messages.values()) {
+      if (message.state === 'running') {
+        message.state = 'queued'
+        message.interruptions++
+      }
+      if (message.state === 'queued' && message.interruptions >= maxInterruptions) {
+        Object.assign(message, {
+          state: 'failed',
+          finishedAt: at,
+          replyState: 'pending',
+          reply: crashLoopNotice(message.interruptions),
+        })
+      }
+    }
+    const all = [...this.#messages.values()]
+    return {
+      unfinished: all.filter((message) => message.state === 'queued').map((message) => ({ ...message })),
+      undeliveredReplies: all.filter((message) => message.replyState === 'pending').map((message) => ({ ...message })),
+    }
   }
 
   retry(seq: number): StoredMessage {

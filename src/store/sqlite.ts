@@ -2,6 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import {
+  crashLoopNotice,
   InboxWriteError,
   type Inbox,
   type InboxStats,
@@ -209,11 +210,10 @@ export class SqliteInbox implements Inbox {
     const run = this.#db.transaction(() => {
       // Back in the queue, counted: interruptions > 0 makes the next run a redelivery.
       this.#stmt(`UPDATE messages SET interruptions = interruptions + 1, state = 'queued' WHERE state = 'running'`).run()
-      this.#stmt(
-        `UPDATE messages SET state = 'failed', finished_at = ?, reply_state = 'pending',
-           reply = '⚠️ The service restarted ' || interruptions || ' times while this message ran; it is not run again.'
-         WHERE state = 'queued' AND interruptions > ?`,
-      ).run(at, maxInterruptions)
+      const looping = this.#stmt(`SELECT seq, interruptions FROM messages WHERE state = 'queued' AND interruptions >= ?`)
+        .all(maxInterruptions) as Pick<Row, 'seq' | 'interruptions'>[]
+      const fail = this.#stmt(`UPDATE messages SET state = 'failed', finished_at = ?, reply_state = 'pending', reply = ? WHERE seq = ?`)
+      for (const { seq, interruptions } of looping) fail.run(at, crashLoopNotice(interruptions), seq)
       this.#stmt('UPDATE messages SET requeued = 0 WHERE requeued = 1').run()
       const unfinished = this.#stmt(`SELECT * FROM messages WHERE state IN ('queued', 'running') ORDER BY seq`).all() as Row[]
       const undelivered = this.#stmt(`SELECT * FROM messages WHERE reply_state = 'pending' ORDER BY seq`).all() as Row[]
