@@ -126,9 +126,16 @@ export class Dispatcher {
     const current: Current = { job, since: Date.now(), runningSince: undefined, settled: false, abort }
     lane.current = current
     const inSlot = async <T>(run: () => Promise<T>): Promise<T> => {
+      // A stop takes the job out of the line for a slot, but once its brain runs, the slot is held
+      // until the brain is gone: p-queue would free it at the abort, with the brain still dying.
+      const waiting = new AbortController()
+      const stopWaiting = (): void => waiting.abort(abort.signal.reason)
+      if (abort.signal.aborted) stopWaiting()
+      else abort.signal.addEventListener('abort', stopWaiting, { once: true })
       try {
         return await this.#slots.add(
           async () => {
+            abort.signal.removeEventListener('abort', stopWaiting)
             if (abort.signal.aborted) throw new JobStopped(abort.signal.reason as StopReason)
             current.runningSince = Date.now()
             try {
@@ -137,7 +144,7 @@ export class Dispatcher {
               current.runningSince = undefined
             }
           },
-          { signal: abort.signal },
+          { signal: waiting.signal },
         )
       } catch (error) {
         if (abort.signal.aborted && !(error instanceof JobStopped)) throw new JobStopped(abort.signal.reason as StopReason)
