@@ -283,7 +283,9 @@ function readBrainCommand(read: Read, cwd: string): readonly [string, ...string[
     throw new ConfigError('BRAIN_COMMAND', `${(error as Error).message}: ${line}`)
   }
   const [command, ...args] = argv
-  if (command === undefined) throw new ConfigError('BRAIN_COMMAND', 'is empty: set it to the brain\'s command line')
+  if (command === undefined || command === '') {
+    throw new ConfigError('BRAIN_COMMAND', 'is empty: set it to the brain\'s command line')
+  }
   // A relative path means relative to where the service was started, not to BRAIN_CWD.
   return [command.includes('/') ? path.resolve(cwd, command) : command, ...args]
 }
