@@ -1,6 +1,6 @@
 import { forgetChatDir } from '../brain/chat-dir.js'
 import type { Config } from '../config.js'
-import type { Dispatcher } from '../dispatch/dispatcher.js'
+import type { Dispatcher, RunningJob } from '../dispatch/dispatcher.js'
 import type { Command } from './classify.js'
 import type { Inbox } from '../store/inbox.js'
 
@@ -61,7 +61,7 @@ function startOver({ chatId, dispatcher, config, onError }: CommandContext): Com
 
 function statusText({ chatId, dispatcher, inbox, config, now }: CommandContext): string {
   const { running } = dispatcher.chatStatus(chatId)
-  const queued = inbox.queuedInChat(chatId).length
+  const queued = queuedBehind(inbox, chatId, running)
   const lines: string[] = []
   if (running === undefined) lines.push('💤 Nothing is running for this chat.')
   else if (running.phase === 'running') lines.push(`🧠 Working on your message for ${age(running.runningSince ?? running.since, now)}.`)
@@ -83,7 +83,7 @@ function cancel(args: string, { chatId, dispatcher, inbox, now }: CommandContext
   const all = args !== ''
   const { running } = dispatcher.chatStatus(chatId)
   const stoppable = running !== undefined && running.phase !== 'replying'
-  const queued = inbox.queuedInChat(chatId).length
+  const queued = queuedBehind(inbox, chatId, running)
   const lines: string[] = []
   if (stoppable) {
     const ranFor = running.runningSince === undefined ? '' : ` after ${age(running.runningSince, now)}`
@@ -113,6 +113,11 @@ function helpText({ config }: CommandContext): string {
     '/new – start over: forget this chat’s conversation',
     '/help – this message',
   ].join('\n')
+}
+
+/** The chat's messages still queued behind its current one (which stays queued until its brain starts). */
+function queuedBehind(inbox: Inbox, chatId: number, running: RunningJob | undefined): number {
+  return inbox.queuedInChat(chatId).filter((message) => message.seq !== running?.job.seq).length
 }
 
 function age(since: number, now: number): string {
