@@ -116,12 +116,17 @@ t.test('the metrics move with updates, brain runs, Telegram errors and the queue
 
   // The gauges, while a slow brain runs and another message of its chat waits behind it.
   const slow = emu.sendText({ chatId: 7003, text: 'sleep=4 slow' })
+  const behindSentAt = Date.now()
   emu.sendText({ chatId: 7003, text: 'behind' })
   await eventually(() => readBrainLog(stack.brainLog).some((event) => event['ev'] === 'start' && event['update_id'] === slow.update_id), 15_000, 'the slow brain to start')
   const busy = await scrapeUntil(stack, (current) => current.value('coordinator_messages_queued') === 1, 'the second message queued', 5_000)
   t.equal(busy.value('coordinator_brains_running'), 1, 'one brain running')
   t.equal(busy.value('coordinator_messages_queued'), 1, 'one message waiting for it')
-  t.ok(busy.value('coordinator_oldest_queued_age_seconds') >= 0)
+  // The waiting message ages while the slow brain runs: the gauge must grow with it, never past it.
+  const aged = await scrapeUntil(stack, (current) => current.value('coordinator_oldest_queued_age_seconds') >= 1, 'the queued message to be a second old', 3_000)
+  const age = aged.value('coordinator_oldest_queued_age_seconds')
+  const trueAge = (Date.now() - behindSentAt) / 1000
+  t.ok(age >= 1 && age <= trueAge + 0.5, `oldest queued age ${age} s, for a message sent ${trueAge.toFixed(2)} s ago`)
 
   await eventually(() => repliesTo(7003) === 2, 20_000, 'both replies in chat 7003')
   const idle = await scrapeUntil(stack, (current) => current.value('coordinator_brains_running') === 0, 'no brain running', 5_000)

@@ -1,0 +1,69 @@
+import type { Message } from 'grammy/types'
+import t from 'tap'
+import type { RecordedCall } from '../src/emulator/index.js'
+import { eventually, startStack } from './helpers/service.js'
+
+// The README's numbers, each against the real service and the emulator. The tests mostly wait
+// (the retry one for half a minute), each on its own stack, so they run side by side.
+t.jobs = 3
+
+const inChat = (chatId: number) => (call: RecordedCall) => call.params['chat_id'] === chatId
+const sentText = (call: RecordedCall): string => (call.ok ? ((call.result as Message).text ?? '') : '')
+
+t.test('a run sends at most 20 message events; the rest are skipped with one warning', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  const flood = emu.sendText({ chatId: 7501, text: 'messages=25' })
+  await emu.waitFor((call) => inChat(7501)(call) && sentText(call).startsWith('reply '), { timeoutMs: 20_000 })
+  const notes = emu.callsOf('sendMessage').filter(inChat(7501)).map(sentText).filter((text) => text.startsWith('note '))
+  t.same(notes, Array.from({ length: 20 }, (_, index) => `note ${index + 1} of 25`), 'the first 20, in order')
+  const warnings = stack.svc.logs.filter((line) => line.msg === 'brain sent too many message events; skipping the rest of this run')
+  t.equal(warnings.length, 1, 'one warning for the five skipped')
+  t.match(warnings[0], { update_id: flood.update_id, limit: 20 })
+
+  // The limit is per run: the next run may send its own 20.
+  emu.sendText({ chatId: 7501, text: 'messages=20 again' })
+  await eventually(() => emu.callsOf('sendMessage').filter(inChat(7501)).map(sentText).filter((text) => text.endsWith('of 20')).length === 20, 20_000, "the second run's 20 notes")
+  await emu.waitFor((call) => inChat(7501)(call) && /^reply \d+ messages=20 again$/u.test(sentText(call)), { timeoutMs: 20_000 })
+  t.equal(stack.svc.logs.filter((line) => line.msg.startsWith('brain sent too many message events')).length, 1, 'exactly 20 is within the limit')
+})
+
+t.test('typing… is renewed every 4 s while a brain runs, and stops with it', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  emu.sendText({ chatId: 7502, text: 'sleep=13' })
+  await emu.waitFor((call) => inChat(7502)(call) && sentText(call).startsWith('reply '), { timeoutMs: 30_000 })
+  const typing = emu.callsOf('sendChatAction').filter(inChat(7502))
+  // At 0, 4, 8 and 12 s of a run of 13 s and a little more; a loaded machine may end it before the last.
+  t.ok(typing.length >= 3 && typing.length <= 4, `typing shown ${typing.length} times during a 13 s run`)
+  for (let i = 1; i < typing.length; i++) {
+    const gap = (typing[i] as RecordedCall).at - (typing[i - 1] as RecordedCall).at
+    t.ok(gap >= 3500 && gap <= 4900, `renewal ${i} came ${Math.round(gap)} ms after the one before`)
+  }
+  t.match(typing[0]?.params, { action: 'typing' })
+
+  // Another run longer than the renewal period proves the service's timers kept firing after the first run ended.
+  emu.sendText({ chatId: 7503, text: 'sleep=5' })
+  await emu.waitFor((call) => inChat(7503)(call) && sentText(call).startsWith('reply '), { timeoutMs: 30_000 })
+  t.equal(emu.callsOf('sendChatAction').filter(inChat(7503)).length, 2, 'the later run was renewed once')
+  t.equal(emu.callsOf('sendChatAction').filter(inChat(7502)).length, typing.length, 'no typing in the first chat once its run had ended')
+})
+
+t.test('exit 75 is retried after 1 s, 2 s, 4 s, 8 s, then every 15 s at most', async (t) => {
+  const stack = await startStack({ env: { MESSAGE_BUDGET_S: '60' } })
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  const update = emu.sendText({ chatId: 7504, text: 'tempfail=5' })
+  await emu.waitFor((call) => inChat(7504)(call) && sentText(call).startsWith(`reply ${update.update_id}`), { timeoutMs: 60_000 })
+  const retries = stack.svc.logs.filter((line) => line.msg === 'brain asked for a retry (exit 75)')
+  t.same(retries.map((line) => line['backoff_ms']), [1000, 2000, 4000, 8000, 15_000], 'the backoff doubles up to its 15 s cap')
+  const starts = stack.svc.logs.filter((line) => line.msg === 'child started' && line['update_id'] === update.update_id).map((line) => line['time'] as number)
+  t.equal(starts.length, 6, 'six attempts')
+  for (const [index, backoff] of [1000, 2000, 4000, 8000, 15_000].entries()) {
+    const gap = (starts[index + 1] as number) - (starts[index] as number)
+    // An attempt's own run (a node start-up) comes on top of the wait.
+    t.ok(gap >= backoff && gap <= backoff + 2500, `attempt ${index + 2} started ${gap} ms after attempt ${index + 1} (backoff ${backoff} ms)`)
+  }
+})
