@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import type { Message } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
-import { ROOT, delay, eventually, isAlive, readBrainLog, startStack, type Stack } from './helpers/service.js'
+import { ROOT, eventually, isAlive, readBrainLog, startStack, type Stack } from './helpers/service.js'
 
 // Generous: CI machines are noisy; these bound waits, they are not what the tests measure.
 const WAIT = { timeoutMs: 20_000 }
@@ -48,9 +48,12 @@ t.test('typing and the final reaction, on every way a run can end', async (t) =>
   emu.clearFaults()
 
   const settled = emu.calls.length
-  await delay(6000)
-  const late = emu.calls.slice(settled).filter((call) => call.method === 'sendChatAction')
-  t.same(late, [], 'no typing after any run ended (6 s later)')
+  // A later run longer than the renewal period: its own renewal proves the typing timers fired meanwhile.
+  emu.sendText({ chatId: 706, text: 'sleep=5' })
+  await emu.waitFor((call) => call.method === 'sendMessage' && inChat(706)(call), WAIT)
+  t.ok(typing(706).length >= 2, 'the later run had its typing renewed')
+  const late = emu.calls.slice(settled).filter((call) => call.method === 'sendChatAction' && !inChat(706)(call))
+  t.same(late, [], 'no typing in the other chats after their runs ended')
 })
 
 t.test('REACTION_DONE set empty leaves the 👀', async (t) => {
@@ -58,7 +61,9 @@ t.test('REACTION_DONE set empty leaves the 👀', async (t) => {
   t.teardown(() => stack.close())
   const update = stack.emu.sendText({ chatId: 710, text: 'fine' })
   await stack.emu.waitFor((call) => call.method === 'sendMessage' && inChat(710)(call), WAIT)
-  await delay(500)
+  // The chat's next message is answered only once the first one's turn, its final reaction included, is over.
+  stack.emu.sendText({ chatId: 710, text: 'later' })
+  await stack.emu.waitFor((call) => call.method === 'sendMessage' && /^reply \d+ later$/u.test(sent(call)?.text ?? ''), WAIT)
   t.same(reactionsOn(stack, 710, update.message?.message_id as number), ['👀'])
 })
 
@@ -67,6 +72,7 @@ t.test('/status, /cancel and /cancel all answer at once while a brain runs', asy
   t.teardown(() => stack.close())
   const { emu } = stack
   const chatId = 720
+  const accepted = (updateId: number): boolean => emu.deliveries.some((delivery) => delivery.update_id === updateId && delivery.status === 200)
   const answerTo = async (text: string): Promise<{ text: string; ms: number }> => {
     const before = Date.now()
     const update = emu.sendText({ chatId, text })
@@ -86,9 +92,8 @@ t.test('/status, /cancel and /cancel all answer at once while a brain runs', asy
 
   emu.sendText({ chatId, text: 'sleep=30 grandchild' })
   const start = await eventually(() => brainStarts(stack).find((line) => line['chat_id'] === chatId), 20_000, 'brain start')
-  emu.sendText({ chatId, text: 'second' })
-  emu.sendText({ chatId, text: 'third' })
-  await delay(300)
+  const queuedUpdates = [emu.sendText({ chatId, text: 'second' }), emu.sendText({ chatId, text: 'third' })]
+  await eventually(() => queuedUpdates.every((update) => accepted(update.update_id)), 10_000, 'both queued')
 
   const status = await answerTo('/status')
   t.ok(status.ms < 1000, `/status answered in ${status.ms} ms while the brain runs`)
@@ -114,12 +119,14 @@ t.test('/status, /cancel and /cancel all answer at once while a brain runs', asy
   emu.sendText({ chatId, text: 'sleep=30' })
   await eventually(() => brainStarts(stack).filter((line) => line['chat_id'] === chatId).length === 4, 20_000, 'fourth brain')
   const dropped = [emu.sendText({ chatId, text: 'drop me' }), emu.sendText({ chatId, text: 'and me' })]
-  await delay(300)
+  await eventually(() => dropped.every((update) => accepted(update.update_id)), 10_000, 'both queued')
   const cancelAll = await answerTo('/cancel all')
   t.ok(cancelAll.ms < 1000, `/cancel all answered in ${cancelAll.ms} ms`)
   t.match(cancelAll.text, /Stopped the brain/u)
   t.match(cancelAll.text, /Dropped 2 queued messages/u)
-  await delay(1500)
+  // A message sent after them, answered: the dropped ones would have run before it.
+  emu.sendText({ chatId, text: 'after the drop' })
+  await emu.waitFor((call) => call.method === 'sendMessage' && /^reply \d+ after the drop$/u.test(sent(call)?.text ?? ''), WAIT)
   const ran = brainStarts(stack).map((line) => line['update_id'])
   for (const update of dropped) t.notOk(ran.includes(update.update_id), `dropped message ${update.update_id} never reached a brain`)
   t.match((await answerTo('/status')).text, /Nothing is running/u)
@@ -222,8 +229,10 @@ t.test('BUSY_MODE=collect: what arrives during a run goes into one next run', as
   for (const update of [first, ...later]) {
     t.ok(reactionsOn(stack, 760, update.message?.message_id as number).includes('👀'), `message ${update.update_id} got 👀`)
   }
-  await delay(1000)
-  t.equal(brainStarts(stack).length, 2, 'the collected messages are not run again')
+  // A later message, answered: had the collected ones been queued again, they would have run first.
+  const after = emu.sendText({ chatId: 760, text: 'after' })
+  await emu.waitFor((call) => call.method === 'sendMessage' && /^reply \d+ after$/u.test(sent(call)?.text ?? ''), WAIT)
+  t.same(brainStarts(stack).map((run) => run['update_id']), [first.update_id, later.at(-1)?.update_id, after.update_id], 'the collected messages are not run again')
 })
 
 t.test('BUSY_MODE=interrupt: a new message stops the brain; the next run gets every message', async (t) => {

@@ -143,9 +143,11 @@ t.test('a re-delivered update_id is processed once, before and after a restart',
   await stack.svc.stop('SIGTERM')
   await stack.restart()
   t.equal((await resend()).status, 200)
-  await delay(800)
-  t.equal(starts(stack.brainLog).length, 1, 'one brain run')
-  t.equal(replyTexts(stack.emu.calls).length, 1, 'one reply')
+  // A later message in the chat, answered: had the re-sent update been queued, it would have run first.
+  const later = stack.emu.sendText({ chatId: 7100, text: 'later' })
+  await eventually(() => replyTexts(stack.emu.calls).some((text) => text.startsWith(`reply ${later.update_id}`)), 10_000, 'the later reply')
+  t.equal(starts(stack.brainLog).filter((event) => event['update_id'] === update.update_id).length, 1, 'one brain run')
+  t.equal(replyTexts(stack.emu.calls).filter((text) => text.startsWith(`reply ${update.update_id}`)).length, 1, 'one reply')
 })
 
 t.test('an unwritable store: 503 and nothing acknowledged; intake resumes when it recovers', async (t) => {

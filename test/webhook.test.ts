@@ -1,5 +1,5 @@
 import t from 'tap'
-import { SECRET, delay, eventually, readBrainLog, startStack } from './helpers/service.js'
+import { SECRET, eventually, readBrainLog, startStack } from './helpers/service.js'
 
 const post = (url: string, body: string, headers: Record<string, string> = {}): Promise<Response> =>
   fetch(`${url}/telegram/webhook`, {
@@ -18,12 +18,22 @@ t.test('webhook requests', async (t) => {
       message: { message_id: 77, date: 1764000000, chat: { id: chatId, type: 'private' }, from: { id: chatId, is_bot: false, first_name: 'Ada' }, text: body },
     })
 
+  const repliesTo = (updateId: number): number =>
+    emu.callsOf('sendMessage').filter((call) => call.ok && String(call.params['text']).startsWith(`reply ${updateId} `)).length
+  const runsOf = (updateId: number): number =>
+    readBrainLog(stack.brainLog).filter((event) => event['ev'] === 'start' && event['update_id'] === updateId).length
+  // A later message in the allowed chat, answered: anything an earlier request queued there would have run before it.
+  const laterMessageAnswered = async (): Promise<void> => {
+    const later = emu.sendText({ chatId: 5550001, text: 'later' })
+    await eventually(() => repliesTo(later.update_id) === 1, 10_000, 'the later message to be answered')
+  }
+
   t.test('a wrong or missing secret is 401 and nothing is queued', async (t) => {
     t.equal((await post(svc.url, text(1), { 'x-telegram-bot-api-secret-token': 'wrong' })).status, 401)
     const noHeader = await fetch(`${svc.url}/telegram/webhook`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: text(2) })
     t.equal(noHeader.status, 401)
-    await delay(300)
-    t.same(readBrainLog(stack.brainLog), [], 'no brain ran')
+    await laterMessageAnswered()
+    t.equal(runsOf(1) + runsOf(2), 0, 'no brain ran for them')
   })
 
   t.test('bad bodies get the right 4xx', async (t) => {
@@ -39,19 +49,19 @@ t.test('webhook requests', async (t) => {
   t.test('a disallowed chat is ignored: 200, no reaction, no brain', async (t) => {
     const response = await post(svc.url, text(10, 9990001))
     t.equal(response.status, 200)
-    await delay(500)
-    t.same(emu.callsOf('setMessageReaction'), [])
-    t.same(readBrainLog(stack.brainLog), [])
+    await laterMessageAnswered()
+    t.same(emu.callsOf('setMessageReaction').filter((call) => call.params['chat_id'] === 9990001), [], 'no reaction')
+    t.equal(runsOf(10), 0, 'no brain')
   })
 
   t.test('a duplicate update_id is processed once', async (t) => {
     const update = emu.sendText({ chatId: 5550001, text: 'once' })
-    await eventually(() => emu.callsOf('sendMessage').length === 1, 10_000, 'the reply')
+    await eventually(() => repliesTo(update.update_id) === 1, 10_000, 'the reply')
     const again = await post(svc.url, JSON.stringify(update))
     t.equal(again.status, 200)
-    await delay(700)
-    t.equal(readBrainLog(stack.brainLog).filter((event) => event['ev'] === 'start').length, 1, 'one brain run')
-    t.equal(emu.callsOf('sendMessage').length, 1, 'one reply')
+    await laterMessageAnswered()
+    t.equal(runsOf(update.update_id), 1, 'one brain run')
+    t.equal(repliesTo(update.update_id), 1, 'one reply')
   })
 
   t.test('a failing reaction does not stop the reply', async (t) => {
