@@ -351,8 +351,8 @@ t.test('a message waiting for a brain slot still gets its whole BRAIN_TIMEOUT_S'
   const stack = await startStack({ env: { MAX_CONCURRENT_BRAINS: '1', BRAIN_TIMEOUT_S: '4', MESSAGE_BUDGET_S: '20', LOG_LEVEL: 'info' } })
   t.teardown(() => stack.close())
   // The first brain holds the only slot for over 3 s; the second needs about 2 s of its 4 s.
-  stack.emu.sendText({ chatId: 1, text: 'sleep=3' })
-  await delay(100)
+  const first = stack.emu.sendText({ chatId: 1, text: 'sleep=3' })
+  await stack.svc.waitForLog((line) => line.msg === 'child started' && line['update_id'] === first.update_id)
   const second = stack.emu.sendText({ chatId: 2, text: 'sleep=1.5' })
   const call = await stack.emu.waitFor((call) => call.method === 'sendMessage' && call.ok && call.params['chat_id'] === 2, { timeoutMs: 15_000 })
   const reaped = await stack.svc.waitForLog((line) => line.msg === 'child reaped' && line['update_id'] === second.update_id)
