@@ -1,11 +1,11 @@
 import type { Message } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
-import { eventually, startStack } from './helpers/service.js'
+import { delay, eventually, startStack } from './helpers/service.js'
 
 // The README's numbers, each against the real service and the emulator. The tests mostly wait
 // (the retry one for half a minute), each on its own stack, so they run side by side.
-t.jobs = 3
+t.jobs = 4
 
 const inChat = (chatId: number) => (call: RecordedCall) => call.params['chat_id'] === chatId
 const sentText = (call: RecordedCall): string => (call.ok ? ((call.result as Message).text ?? '') : '')
@@ -66,4 +66,43 @@ t.test('exit 75 is retried after 1 s, 2 s, 4 s, 8 s, then every 15 s at most', a
     // An attempt's own run (a node start-up) comes on top of the wait.
     t.ok(gap >= backoff && gap <= backoff + 2500, `attempt ${index + 2} started ${gap} ms after attempt ${index + 1} (backoff ${backoff} ms)`)
   }
+})
+
+t.test('/healthz is degraded while the event loop lags over 1 s (p99 over the last 10 s), and recovers', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const health = async (): Promise<{ status: number; body: { status: string; event_loop_delay_ms: number } }> => {
+    const response = await fetch(`${stack.svc.url}/healthz`)
+    return { status: response.status, body: (await response.json()) as { status: string; event_loop_delay_ms: number } }
+  }
+  // Stopping the process stalls its event loop as a blocking call would, without changing the
+  // service. Stalls again and again, so they are more than 1% of the delay samples (one every 10 ms).
+  const lag = async (ms: number, times: number): Promise<void> => {
+    for (let i = 0; i < times; i++) {
+      stack.svc.proc.kill('SIGSTOP')
+      await delay(ms)
+      stack.svc.proc.kill('SIGCONT')
+      await delay(30)
+    }
+  }
+  await lag(500, 5)
+  const short = await health()
+  t.ok(short.body.event_loop_delay_ms >= 300 && short.body.event_loop_delay_ms < 1000, `0.5 s stalls: p99 ${short.body.event_loop_delay_ms} ms`)
+  t.match(short, { status: 200, body: { status: 'ok' } }, 'a lag under 1 s is no degradation')
+
+  await lag(1500, 5)
+  const long = await health()
+  t.ok(long.body.event_loop_delay_ms > 1000, `1.5 s stalls: p99 ${long.body.event_loop_delay_ms} ms`)
+  t.match(long, { status: 503, body: { status: 'degraded' } })
+  t.equal((await fetch(`${stack.svc.url}/livez`)).status, 200, 'livez answers all the same')
+
+  const lagEnded = Date.now()
+  let recoveredAfter: number | undefined
+  for (const until = Date.now() + 30_000; Date.now() < until; await delay(250)) {
+    if ((await health()).status === 200) {
+      recoveredAfter = Date.now() - lagEnded
+      break
+    }
+  }
+  t.ok(recoveredAfter !== undefined, `ok again ${recoveredAfter} ms after the lag ended`)
 })
