@@ -582,7 +582,9 @@ t.test('a slow webhook holds its chat strictly one request at a time', async (t)
   const other = emu.sendText({ chatId: 2, text: 'other chat' })
   try {
     await emu.waitForDelivery((d) => d.update_id === other.update_id, { timeoutMs: WAIT_MS })
-    await delay(200)
+    // Chat 2's next update, delivered: the emulator moved on, and still held chat 1's.
+    const laterInChat2 = emu.sendText({ chatId: 2, text: 'later' })
+    await emu.waitForDelivery((d) => d.update_id === laterInChat2.update_id, { timeoutMs: WAIT_MS })
     t.notOk(hook.received.some((r) => r.update.update_id === next.update_id), 'the chat’s next update is held')
     t.equal((await api.getWebhookInfo()).pending_update_count, 2, 'the held and the in-flight update are pending')
   } finally {
@@ -645,7 +647,11 @@ t.test('allowed_updates filters kinds; chatless updates have their own lane', as
   })
   const unwanted = emu.sendText({ chatId: 4, text: 'not subscribed' })
   await emu.waitForDelivery((d) => d.update_id === wanted.update_id, { timeoutMs: WAIT_MS })
-  await delay(100)
+  // Another wanted update in the same chat, delivered: chat 4's updates go in order, so the unwanted one would be in.
+  const laterWanted = emu.pushUpdate({
+    message_reaction: { chat: { id: 4, type: 'private', first_name: 'A' }, message_id: 1, date: 2, old_reaction: [], new_reaction: [] },
+  })
+  await emu.waitForDelivery((d) => d.update_id === laterWanted.update_id, { timeoutMs: WAIT_MS })
   t.notOk(emu.deliveries.some((d) => d.update_id === unwanted.update_id), 'messages are off once not listed')
 })
 
