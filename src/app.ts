@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import type { Config } from './config.js'
 import type { Coordinator } from './coordinator.js'
@@ -6,6 +6,7 @@ import { SECRET_HEADER, secretVerifier } from './intake/verify.js'
 import type { Inbox } from './store/inbox.js'
 import type { Metrics } from './metrics.js'
 import type { EventLoopDelay } from './health.js'
+import { RejectedRequestLog } from './request-log.js'
 
 /** Largest webhook body accepted; Telegram's updates are far smaller. */
 export const BODY_LIMIT = 1024 * 1024
@@ -13,8 +14,11 @@ export const BODY_LIMIT = 1024 * 1024
 const BAD_SECRET_LIMIT = { max: 20, timeWindow: 60_000 }
 // /healthz turns 503 "degraded" when the event loop lags this much (p99 over ~10 s).
 export const DEGRADED_LOOP_DELAY_MS = 1000
-// Loopback proxies (Caddy) whose X-Forwarded-For is believed.
-const TRUSTED_PROXIES = ['127.0.0.0/8', '::1']
+// Telegram sends a webhook body of a few KiB at once: a client still sending after this long is
+// holding a connection open on purpose.
+export const REQUEST_TIMEOUT_MS = 10_000
+// An idle connection (keep-alive included) is closed after this long.
+export const CONNECTION_TIMEOUT_MS = 30_000
 
 export interface AppDeps {
   readonly config: Config
@@ -33,30 +37,37 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: BODY_LIMIT,
-    trustProxy: TRUSTED_PROXIES,
+    // X-Forwarded-For is believed only from the proxies the operator named (Caddy on loopback).
+    trustProxy: config.trustedProxies.length > 0 ? [...config.trustedProxies] : false,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    connectionTimeout: CONNECTION_TIMEOUT_MS,
     return503OnClosing: true,
+    // Per-request "incoming request"/"request completed" lines would drown the message log; the
+    // service logs what matters itself, and rejected requests in bounded numbers (RejectedRequestLog).
+    logController: new LogController({ disableRequestLogging: true }),
   })
   // Telegram posts JSON only; without this, a text/plain body would reach the handler as a string.
   app.removeContentTypeParser('text/plain')
+  const rejectedLog = new RejectedRequestLog(deps.logger)
+  app.addHook('onClose', async () => rejectedLog.close())
 
-  // Per-request "incoming request"/"request completed" lines would drown the message log; the
-  // service logs what matters itself, and anything at warn or above still shows.
-  app.addHook('onRoute', (route) => {
-    route.logLevel ??= 'warn'
-  })
   await app.register(rateLimit, { global: false })
 
-  const verifySecret = secretVerifier(config.webhookSecret)
+  // While a secret is being rotated, Telegram may still send the previous one.
+  const verifySecret = secretVerifier([config.webhookSecret, config.webhookSecretPrevious].filter((secret) => secret !== undefined))
   const hasSecret = (request: FastifyRequest): boolean => verifySecret(request.headers[SECRET_HEADER])
 
   app.setErrorHandler<FastifyError>((error, request, reply) => {
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500
-    if (request.routeOptions.url === config.webhookPath) {
-      metrics.updates.inc({ outcome: 'rejected', reason: status === 429 ? 'rate_limited' : reasonOf(error.code, status) })
-    }
+    const reason = status === 429 ? 'rate_limited' : reasonOf(error.code, status)
+    if (request.routeOptions.url === config.webhookPath) metrics.updates.inc({ outcome: 'rejected', reason })
     if (status >= 500) request.log.error({ err: error }, 'request failed')
-    else request.log.warn({ status, code: error.code, ip: request.ip }, error.message)
+    else rejectedLog.note(reason, { status, code: error.code, ip: request.ip, url: request.url }, error.message)
     void reply.code(status).send({ error: error.message })
+  })
+  app.setNotFoundHandler((request, reply) => {
+    rejectedLog.note('not_found', { status: 404, ip: request.ip, method: request.method, url: request.url }, 'no such route')
+    void reply.code(404).send({ error: 'not found' })
   })
 
   app.post(
@@ -69,8 +80,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       preParsing: async (request, reply) => {
         if (hasSecret(request)) return
         metrics.updates.inc({ outcome: 'rejected', reason: 'bad_secret' })
-        request.log.warn({ ip: request.ip }, 'webhook request without the right secret')
-        return reply.code(401).send({ error: 'missing or wrong X-Telegram-Bot-Api-Secret-Token' })
+        rejectedLog.note('bad_secret', { status: 401, ip: request.ip }, 'webhook request without the right secret')
+        // The body is never read: closing the connection stops a client from trickling it in.
+        return reply.code(401).header('connection', 'close').send({ error: 'missing or wrong X-Telegram-Bot-Api-Secret-Token' })
       },
       onResponse: async (_request, reply) => {
         metrics.webhookDuration.observe(reply.elapsedTime / 1000)

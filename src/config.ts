@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import path from 'node:path'
 import { splitCommandLine } from './brain/argv.js'
 import { toReaction, type ReactionEmoji } from './telegram/reactions.js'
@@ -6,9 +7,15 @@ import { toReaction, type ReactionEmoji } from './telegram/reactions.js'
 export interface Config {
   readonly botToken: string
   readonly webhookSecret: string
+  /** The secret being rotated out, accepted alongside webhookSecret until Telegram has the new one. */
+  readonly webhookSecretPrevious: string | undefined
   readonly apiRoot: string
   /** Chats whose messages reach the brain; 'all' only when ALLOW_ALL_CHATS=1. */
   readonly allowedChats: ReadonlySet<number> | 'all'
+  /** Who may speak: any message in a group needs its sender here (see access.ts). */
+  readonly allowedUsers: ReadonlySet<number>
+  /** Proxies whose X-Forwarded-For is believed (addresses or CIDR ranges); none by default. */
+  readonly trustedProxies: readonly string[]
   readonly brain: BrainConfig
   readonly host: string
   readonly port: number
@@ -105,6 +112,9 @@ export class ConfigError extends Error {
 type Env = Readonly<Record<string, string | undefined>>
 
 const SECRET_PATTERN = /^[A-Za-z0-9_-]{1,256}$/u
+/** The webhook secret is all that tells Telegram's deliveries from anyone else's: it must not be guessable. */
+export const MIN_SECRET_LENGTH = 16
+const MAKE_SECRET = 'make one with `openssl rand -hex 32`'
 const CHAT_ID_PATTERN = /^-?\d{1,20}$/u
 const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/u
 const DECIMAL_PATTERN = /^\d+(\.\d+)?$/u
@@ -113,8 +123,16 @@ const DECIMAL_PATTERN = /^\d+(\.\d+)?$/u
 export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
   const read = reader(env)
 
-  const { botToken, webhookSecret, apiRoot } = readTelegramSettings(read)
+  const { botToken, webhookSecret, webhookSecretPrevious, apiRoot } = readTelegramSettings(read)
   const allowedChats = readAllowedChats(read)
+  const allowedUsers = readIdList(read, 'ALLOWED_USER_IDS', 'user ids such as 123456789')
+  const lonelyGroup = groupWithoutSenders(allowedChats, allowedUsers)
+  if (lonelyGroup !== undefined) {
+    throw new ConfigError(
+      'ALLOWED_USER_IDS',
+      `is required when ALLOWED_CHAT_IDS has a group (${lonelyGroup}): set it to the user ids of the people who may talk to the brain there`,
+    )
+  }
 
   const stateDir = readStateDir(read, cwd)
   const lockDir = path.resolve(cwd, read('LOCK_DIR') ?? defaultLockDir(read, stateDir))
@@ -160,8 +178,11 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   return {
     botToken,
     webhookSecret,
+    webhookSecretPrevious,
     apiRoot,
     allowedChats,
+    allowedUsers,
+    trustedProxies: readTrustedProxies(read),
     brain,
     host: read('HOST') ?? DEFAULTS.host,
     port: integer(read, 'PORT', DEFAULTS.port, { min: 0, max: 65535 }),
@@ -181,7 +202,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   }
 }
 
-export type TelegramSettings = Pick<Config, 'botToken' | 'webhookSecret' | 'apiRoot'>
+export type TelegramSettings = Pick<Config, 'botToken' | 'webhookSecret' | 'webhookSecretPrevious' | 'apiRoot'>
 
 /** Just the settings the webhook commands need (set-webhook, webhook-info, delete-webhook). */
 export function loadTelegramSettings(env: Env = process.env): TelegramSettings {
@@ -217,21 +238,32 @@ function readTelegramSettings(read: Read): TelegramSettings {
     throw new ConfigError('TELEGRAM_BOT_TOKEN', 'must be a bot token like 123456:ABC-DEF…; it contains spaces or slashes')
   }
 
-  const webhookSecret = required(read, 'TELEGRAM_WEBHOOK_SECRET', 'set it to 1–256 characters of A–Z a–z 0–9 _ -')
-  if (!SECRET_PATTERN.test(webhookSecret)) {
-    throw new ConfigError(
-      'TELEGRAM_WEBHOOK_SECRET',
-      `must be 1–256 characters of A–Z a–z 0–9 _ -; got ${webhookSecret.length} characters` +
-        (webhookSecret.length <= 256 ? ' including others' : ''),
-    )
-  }
+  const webhookSecret = readSecret(read, 'TELEGRAM_WEBHOOK_SECRET')
+  if (webhookSecret === undefined) throw new ConfigError('TELEGRAM_WEBHOOK_SECRET', `is required: ${MAKE_SECRET}`)
+  const webhookSecretPrevious = readSecret(read, 'TELEGRAM_WEBHOOK_SECRET_PREVIOUS')
 
   const apiRoot = (read('TELEGRAM_API_ROOT') ?? DEFAULTS.apiRoot).replace(/\/+$/u, '')
   if (!isHttpUrl(apiRoot)) {
     throw new ConfigError('TELEGRAM_API_ROOT', `must be an http(s) URL such as ${DEFAULTS.apiRoot}; got "${apiRoot}"`)
   }
 
-  return { botToken, webhookSecret, apiRoot }
+  return { botToken, webhookSecret, webhookSecretPrevious, apiRoot }
+}
+
+function readSecret(read: Read, name: string): string | undefined {
+  const secret = read(name)
+  if (secret === undefined) return undefined
+  if (!SECRET_PATTERN.test(secret)) {
+    throw new ConfigError(
+      name,
+      `must be ${MIN_SECRET_LENGTH}–256 characters of A–Z a–z 0–9 _ - (${MAKE_SECRET}); got ${secret.length} characters` +
+        (secret.length <= 256 ? ' including others' : ''),
+    )
+  }
+  if (secret.length < MIN_SECRET_LENGTH) {
+    throw new ConfigError(name, `must be at least ${MIN_SECRET_LENGTH} characters (${MAKE_SECRET}); got ${secret.length}`)
+  }
+  return secret
 }
 
 function required(read: Read, name: string, fix: string): string {
@@ -262,16 +294,50 @@ function readAllowedChats(read: Read): ReadonlySet<number> | 'all' {
       'is required: set it to the comma-separated chat ids the bot serves (or ALLOW_ALL_CHATS=1 to serve anyone)',
     )
   }
+  const ids = parseIds(list, 'ALLOWED_CHAT_IDS', 'integer chat ids such as 123456789,-1001234567890')
+  return allowAll === '1' ? 'all' : ids
+}
+
+/** A group in ALLOWED_CHAT_IDS while nobody may speak in it (ALLOWED_USER_IDS empty): refused at start. */
+function groupWithoutSenders(allowedChats: ReadonlySet<number> | 'all', allowedUsers: ReadonlySet<number>): number | undefined {
+  if (allowedChats === 'all' || allowedUsers.size > 0) return undefined
+  // Users' and private chats' ids are positive; groups', supergroups' and channels' negative.
+  return [...allowedChats].find((id) => id < 0)
+}
+
+function readIdList(read: Read, name: string, example: string): ReadonlySet<number> {
+  const list = read(name)
+  return list === undefined ? new Set() : parseIds(list, name, example)
+}
+
+function parseIds(list: string, name: string, example: string): Set<number> {
   const ids = new Set<number>()
   for (const part of list.split(',')) {
     const text = part.trim()
     const id = Number(text)
     if (!CHAT_ID_PATTERN.test(text) || !Number.isSafeInteger(id) || id === 0) {
-      throw new ConfigError('ALLOWED_CHAT_IDS', `must be comma-separated integer chat ids such as 123456789,-1001234567890; got "${text}"`)
+      throw new ConfigError(name, `must be comma-separated ${example}; got "${text}"`)
     }
     ids.add(id)
   }
-  return allowAll === '1' ? 'all' : ids
+  return ids
+}
+
+/** TRUSTED_PROXIES: IPv4/IPv6 addresses or CIDR ranges, comma-separated, as Fastify's trustProxy takes them. */
+function readTrustedProxies(read: Read): string[] {
+  const list = read('TRUSTED_PROXIES')
+  if (list === undefined) return []
+  const entries = list.split(',').map((entry) => entry.trim()).filter(Boolean)
+  for (const entry of entries) {
+    const [address = '', bits, extra] = entry.split('/')
+    const family = isIP(address)
+    const maxBits = family === 6 ? 128 : 32
+    const badBits = bits !== undefined && (!/^\d{1,3}$/u.test(bits) || Number(bits) > maxBits)
+    if (family === 0 || badBits || extra !== undefined) {
+      throw new ConfigError('TRUSTED_PROXIES', `must be comma-separated IP addresses or CIDR ranges such as 127.0.0.1,::1; got "${entry}"`)
+    }
+  }
+  return entries
 }
 
 function readBrainCommand(read: Read, cwd: string): readonly [string, ...string[]] {

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import { ChatMigrations } from './chat-migrations.js'
 import { ConfigError, type Config } from './config.js'
 import { buildApp } from './app.js'
 import { Coordinator } from './coordinator.js'
@@ -26,11 +27,12 @@ export interface Service {
  * Wires the service together and starts listening. Throws BrainCommandError or ConfigError for a
  * configuration that cannot work, before anything listens.
  */
-export async function startService(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<Service> {
+export async function startService(config: Config, logger: Logger = createLogger(config.logLevel, { secrets: secretsOf(config) })): Promise<Service> {
   const brainPath = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd).path
   const inbox = openInbox(config)
   const metrics = new Metrics()
-  const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger })
+  const migrations = new ChatMigrations(config.inbox === 'memory' ? undefined : config.stateDir)
+  const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations })
   const locks = new ChatLocks(config.lockDir, logger)
   const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger })
   const loopDelay = new EventLoopDelay()
@@ -71,6 +73,11 @@ export async function startService(config: Config, logger: Logger = createLogger
   return { app, coordinator, url, stop: () => app.close() }
 }
 
+/** What the log must never show. */
+export function secretsOf(config: Config): string[] {
+  return [config.botToken, config.webhookSecret, config.webhookSecretPrevious ?? '']
+}
+
 function openInbox(config: Config): Inbox {
   if (config.inbox === 'memory') return new MemoryInbox()
   try {
@@ -86,7 +93,7 @@ function openInbox(config: Config): Inbox {
  * the inbox for the next start. Exits 0.
  */
 export async function serve(config: Config): Promise<void> {
-  const logger = createLogger(config.logLevel)
+  const logger = createLogger(config.logLevel, { secrets: secretsOf(config) })
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'))
   const service = await startService(config, logger)
   let stopping = false

@@ -41,7 +41,9 @@ import { SECRET, TOKEN, eventually, readBrainLog, startStack, tempDir } from './
 const WEBHOOK_PATH = '/telegram/webhook'
 // Each answer's limit: generous for a loaded 2-core CI box; a 1 MiB body takes ~50 ms on a laptop.
 const ANSWER_LIMIT_MS = 1000
-const CONTRACT: WebhookContract = { secret: SECRET, allowedChats: new Set(ALLOWED_CHATS), bodyLimit: BODY_LIMIT }
+// The people who may talk: Ada (the samples' private chats and group messages) and Grace.
+const ALLOWED_USERS = [5550001, 5550002]
+const CONTRACT: WebhookContract = { secret: SECRET, allowedChats: new Set(ALLOWED_CHATS), allowedUsers: new Set(ALLOWED_USERS), bodyLimit: BODY_LIMIT }
 // Generated bodies per in-process property; together at least 5,000.
 const RUNS = { mutated: 2400, random: 1000, truncated: 600, contentTypes: 500, secrets: 600, deep: 100, giant: 12 }
 const E2E_RUNS = 200
@@ -81,6 +83,7 @@ class InProcess {
         TELEGRAM_WEBHOOK_SECRET: SECRET,
         TELEGRAM_API_ROOT: emulator.url,
         ALLOWED_CHAT_IDS: ALLOWED_CHATS.join(','),
+        ALLOWED_USER_IDS: ALLOWED_USERS.join(','),
         EDITS: 'ignore',
         // One slot, held by a brain that sleeps: every accepted message after the first stays
         // queued in the inbox, where the audit finds it, and no CPU goes to thousands of brains.
@@ -93,7 +96,7 @@ class InProcess {
       },
       stateDir,
     )
-    return new InProcess(await startService(config, createLogger('silent', false)), emulator, stateDir)
+    return new InProcess(await startService(config, createLogger('silent', { pretty: false })), emulator, stateDir)
   }
 
   nextUpdateId = (): number => this.#nextUpdateId++
@@ -634,7 +637,9 @@ function onWire(wire: WireRequest, request: WebhookRequest, client: string): { b
 }
 
 t.test('over real HTTP: the service process survives hostile requests and answers the real messages', async (t) => {
-  const stack = await startStack({ env: { ALLOW_ALL_CHATS: '0', ALLOWED_CHAT_IDS: ALLOWED_CHATS.join(','), EDITS: 'ignore', LOG_LEVEL: 'info' } })
+  const stack = await startStack({
+    env: { ALLOW_ALL_CHATS: '0', ALLOWED_CHAT_IDS: ALLOWED_CHATS.join(','), ALLOWED_USER_IDS: ALLOWED_USERS.join(','), TRUSTED_PROXIES: '127.0.0.1', EDITS: 'ignore', LOG_LEVEL: 'info' },
+  })
   t.teardown(async () => {
     await stack.close()
     fs.rmSync(stack.stateDir, { recursive: true, force: true })

@@ -9,7 +9,7 @@ const post = (url: string, body: string, headers: Record<string, string> = {}): 
   })
 
 t.test('webhook requests', async (t) => {
-  const stack = await startStack({ env: { ALLOW_ALL_CHATS: '0', ALLOWED_CHAT_IDS: '5550001,-1001234567890' } })
+  const stack = await startStack({ env: { ALLOW_ALL_CHATS: '0', ALLOWED_CHAT_IDS: '5550001,-1001234567890', ALLOWED_USER_IDS: '5550001' } })
   t.teardown(() => stack.close())
   const { emu, svc } = stack
   const text = (updateId: number, chatId = 5550001, body = 'hello') =>
@@ -102,18 +102,28 @@ t.test('webhook requests', async (t) => {
 })
 
 t.test('bad-secret requests are rate limited per client, authentic ones never', async (t) => {
-  const stack = await startStack()
+  const stack = await startStack({ env: { TRUSTED_PROXIES: '127.0.0.1,::1' } })
   t.teardown(() => stack.close())
   const statuses: number[] = []
   for (let i = 0; i < 25; i++) statuses.push((await post(stack.svc.url, '{}', { 'x-telegram-bot-api-secret-token': 'nope' })).status)
   t.ok(statuses.slice(0, 20).every((status) => status === 401), 'the first 20 are 401')
   t.ok(statuses.slice(20).every((status) => status === 429), 'then 429')
   const other = await post(stack.svc.url, '{}', { 'x-telegram-bot-api-secret-token': 'nope', 'x-forwarded-for': '203.0.113.9' })
-  t.equal(other.status, 401, 'another client behind the loopback proxy is counted separately')
+  t.equal(other.status, 401, 'another client behind the trusted loopback proxy is counted separately')
   for (let i = 0; i < 30; i++) {
     const update = { update_id: 1000 + i, message: { message_id: 1, date: 1, chat: { id: 42, type: 'private' }, text: 'silent' } }
     const response = await post(stack.svc.url, JSON.stringify(update))
     if (response.status !== 200) t.fail(`authentic delivery ${i} answered ${response.status}`)
   }
   t.pass('30 authentic deliveries from the limited client all answered 200')
+})
+
+t.test('X-Forwarded-For is not believed unless TRUSTED_PROXIES names the peer', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  for (let i = 0; i < 20; i++) await post(stack.svc.url, '{}', { 'x-telegram-bot-api-secret-token': 'nope' })
+  const spoofed = await post(stack.svc.url, '{}', { 'x-telegram-bot-api-secret-token': 'nope', 'x-forwarded-for': '203.0.113.77' })
+  t.equal(spoofed.status, 429, 'a made-up X-Forwarded-For does not escape the limit')
+  const line = stack.svc.logs.find((l) => l.msg === 'webhook request without the right secret')
+  t.match(line, { ip: /^(127\.0\.0\.1|::1|::ffff:127\.0\.0\.1)$/u }, 'the log names the real peer')
 })

@@ -1,4 +1,5 @@
 import type { Message, Update } from 'grammy/types'
+import { isPrivate } from '../telegram/message-kinds.js'
 import { ENVELOPE_VERSION, type BrainFile, type Envelope, type EnvelopeMessage } from './protocol.js'
 
 /** A message of the run, with what the service prepared for it. */
@@ -53,11 +54,23 @@ function describe({ update, message, edited, files }: RunMessage): EnvelopeMessa
 
 /**
  * What a BRAIN_INPUT=text brain reads: the text, then one `[file: kind path]` line per file (or its
- * note when it could not be downloaded). Everything else is in the COORDINATOR_* environment.
+ * note when it could not be downloaded). In a group, where several people may talk, each message's
+ * text starts with who said it ("Ada (@ada_l, 5550001): …"). Everything else is in the COORDINATOR_*
+ * environment.
  */
 export function promptText(envelope: Envelope): string {
   const lines = envelope.files.map((file) => `[file: ${file.kind} ${file.path ?? `(${file.note ?? 'not downloaded'})`}]`)
-  return [envelope.text, ...lines].filter(Boolean).join('\n')
+  const chat = (envelope.update.message ?? envelope.update.edited_message)?.chat
+  const inGroup = chat !== undefined && !isPrivate(chat)
+  const texts = inGroup ? envelope.messages.filter((message) => message.text !== '').map((message) => `${speaker(message.from)}: ${message.text}`) : [envelope.text]
+  return [texts.join('\n\n'), ...lines].filter(Boolean).join('\n')
+}
+
+/** Who wrote a message, as a prompt names them: "Ada (@ada_l, 5550001)". */
+function speaker(from: EnvelopeMessage['from']): string {
+  if (from === null) return 'Someone'
+  const details = [from.username === undefined ? undefined : `@${from.username}`, String(from.id)].filter(Boolean).join(', ')
+  return `${from.first_name ?? 'Someone'} (${details})`
 }
 
 /** The COORDINATOR_* variables a brain gets beside its envelope. */

@@ -169,6 +169,7 @@ function serviceEnvironment({ apiRoot, secret, stateDir, delayS }: ServiceSettin
     ALLOWED_CHAT_IDS: Object.values(DEMO_CHATS)
       .map((chat) => chat.id)
       .join(','),
+    ALLOWED_USER_IDS: String(DEMO_CHATS.ada.id),
     BRAIN_COMMAND: shellQuote(ECHO_BRAIN),
     BRAIN_ENV_ALLOW: 'ECHO_DELAY_S',
     ECHO_DELAY_S: String(delayS),
@@ -208,7 +209,8 @@ async function play(
       const dueAt = dueTime(step, origin, delayMs, sent, service.logs)
       if (dueAt === undefined || dueAt > Date.now()) continue
       due.splice(due.indexOf(step), 1)
-      const update = emulator.sendText({ chatId: DEMO_CHATS[step.chat].id, text: step.text })
+      // Ada writes everywhere: in the group too, where only a listed sender (ALLOWED_USER_IDS) reaches the brain.
+      const update = emulator.sendText({ chatId: DEMO_CHATS[step.chat].id, text: step.text, from: { id: DEMO_CHATS.ada.id, first_name: DEMO_CHATS.ada.name } })
       const messageId = update.message?.message_id
       if (messageId === undefined) throw new Error(`the emulator built update ${update.update_id} without a message`)
       const message = { step, updateId: update.update_id, messageId, sentAt: Date.now() }

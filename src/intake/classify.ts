@@ -1,11 +1,15 @@
 import type { Message, Update } from 'grammy/types'
 import type { EditsMode } from '../config.js'
 import { FILE_KINDS } from '../brain/protocol.js'
+import { SERVICE_MESSAGE_FIELDS, UNSUPPORTED_KINDS, withoutNulls } from '../telegram/message-kinds.js'
+import type { Refusal } from './access.js'
 
 /** What an authentic webhook body turned out to be. */
 export type Classification =
   | { readonly kind: 'invalid'; readonly problem: string }
   | { readonly kind: 'ignored'; readonly updateId: number; readonly reason: string }
+  | { readonly kind: 'refused'; readonly updateId: number; readonly message: Message; readonly reason: Refusal }
+  | { readonly kind: 'migrated'; readonly updateId: number; readonly from: number; readonly to: number }
   | { readonly kind: 'message'; readonly updateId: number; readonly message: IncomingMessage }
   | { readonly kind: 'command'; readonly updateId: number; readonly message: IncomingMessage; readonly command: Command }
   | { readonly kind: 'unsupported'; readonly updateId: number; readonly message: IncomingMessage; readonly what: string }
@@ -19,6 +23,8 @@ export interface IncomingMessage {
   /** An edited message (EDITS=queue), handed to the brain as a new message. */
   readonly edited: boolean
   readonly raw: Message
+  /** The update as stored and handed to the brain: null fields dropped. */
+  readonly update: Update
 }
 
 /** The commands the service answers itself, at once, even while the chat's brain is busy. */
@@ -32,6 +38,9 @@ export interface Command {
 }
 
 export interface ClassifyOptions {
+  /** Why this message may not reach the brain (see access.ts); undefined when it may. */
+  readonly refusalOf: (message: Message) => Refusal | undefined
+  /** Whether a chat is allowed, for following its migration to a supergroup. */
   readonly isAllowedChat: (chatId: number) => boolean
   readonly edits: EditsMode
   /** The bot's username once known: "/status@OtherBot" is then left to the other bot. */
@@ -45,23 +54,12 @@ export interface ClassifyOptions {
 export const MAX_UPDATE_DEPTH = 64
 
 
-/** Kinds of message content the service can't hand to a brain. */
-const UNSUPPORTED_KINDS = [
-  'animation',
-  'sticker',
-  'location',
-  'venue',
-  'contact',
-  'poll',
-  'dice',
-] as const
-
 /**
  * Checks a webhook body's shape and decides what it is. Only the top-level contract (a JSON object
  * with an integer update_id) is a client error; an authentic update of an unexpected shape is
  * ignored, because a 4xx would make Telegram hold the chat and re-send it for a day.
  */
-export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsername }: ClassifyOptions): Classification {
+export function classifyUpdate(body: unknown, { refusalOf, isAllowedChat, edits, botUsername }: ClassifyOptions): Classification {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     return { kind: 'invalid', problem: 'the body must be a JSON object (a Telegram Update)' }
   }
@@ -70,13 +68,18 @@ export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsernam
     return { kind: 'invalid', problem: 'update_id must be a non-negative integer' }
   }
   if (nestingExceeds(body, MAX_UPDATE_DEPTH)) return { kind: 'ignored', updateId, reason: `nested more than ${MAX_UPDATE_DEPTH} levels deep` }
-  const update = body as Update
+  const update = withoutNulls(body) as Update
   const edited = update.message === undefined && update.edited_message !== undefined
   if (edited && edits === 'ignore') return { kind: 'ignored', updateId, reason: 'edited message (EDITS=ignore)' }
   const message = edited ? update.edited_message : update.message
   if (message === undefined) return { kind: 'ignored', updateId, reason: `not a message (${updateKind(update)})` }
   if (!isWellFormed(message)) return { kind: 'ignored', updateId, reason: 'malformed message' }
-  if (!isAllowedChat(message.chat.id)) return { kind: 'ignored', updateId, reason: 'chat not allowed' }
+  const migration = migrationOf(message)
+  if (migration !== undefined && isAllowedChat(migration.from)) return { kind: 'migrated', updateId, ...migration }
+  const refusal = refusalOf(message)
+  if (refusal !== undefined) return { kind: 'refused', updateId, message, reason: refusal }
+  const service = SERVICE_MESSAGE_FIELDS.find((field) => field in message)
+  if (service !== undefined) return { kind: 'ignored', updateId, reason: `service message (${service})` }
 
   const incoming: IncomingMessage = {
     chatId: message.chat.id,
@@ -85,6 +88,7 @@ export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsernam
     text: message.text ?? message.caption ?? '',
     edited,
     raw: message,
+    update,
   }
   if (typeof message.text === 'string') {
     const command = edited ? undefined : parseCommand(message.text, botUsername)
@@ -95,8 +99,18 @@ export function classifyUpdate(body: unknown, { isAllowedChat, edits, botUsernam
     return { kind: 'message', updateId, message: incoming }
   }
   const unsupported = UNSUPPORTED_KINDS.find((kind) => kind in message)
-  return { kind: 'unsupported', updateId, message: incoming, what: unsupported ?? 'this kind of message' }
+  // Nothing a person sends: a service message of a kind newer than this list, or an empty one.
+  if (unsupported === undefined) return { kind: 'ignored', updateId, reason: 'no content the service knows' }
+  return { kind: 'unsupported', updateId, message: incoming, what: unsupported }
 }
+
+/** A group's upgrade to a supergroup, seen from either side (the old group's note or the new one's). */
+function migrationOf(message: Message): { from: number; to: number } | undefined {
+  if (Number.isSafeInteger(message.migrate_to_chat_id)) return { from: message.chat.id, to: message.migrate_to_chat_id as number }
+  if (Number.isSafeInteger(message.migrate_from_chat_id)) return { from: message.migrate_from_chat_id as number, to: message.chat.id }
+  return undefined
+}
+
 
 /** "/cancel all" or "/status@MyBot" as a service command; anything else (other commands too) is for the brain. */
 export function parseCommand(text: string, botUsername?: string): Command | undefined {

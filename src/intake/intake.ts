@@ -1,13 +1,20 @@
 import type { FastifyBaseLogger } from 'fastify'
+import type { Message } from 'grammy/types'
 import type { Config } from '../config.js'
+import { LogThrottle } from '../log.js'
 import type { Dispatcher } from '../dispatch/dispatcher.js'
 import type { Metrics } from '../metrics.js'
 import { InboxWriteError, type Inbox, type StoredMessage } from '../store/inbox.js'
 import type { PendingAcks } from '../telegram/acks.js'
 import type { TelegramClient } from '../telegram/client.js'
 import { deliver } from '../telegram/delivery.js'
+import { refusalOf, type AccessRules, type Refusal } from './access.js'
 import { classifyUpdate, type IncomingMessage } from './classify.js'
 import { answerCommand, type CommandAnswer } from './service-commands.js'
+
+// A message from a chat or sender not allowed is logged once a minute per chat and sender, and
+// for at most this many of them a minute: enough to find one's id, never a flood.
+const REFUSED_LOG = { intervalMs: 60_000, maxKeys: 20 }
 
 /** How the webhook should answer, and why. */
 export interface Receipt {
@@ -41,6 +48,7 @@ export class Intake {
   botUsername: string | undefined
   #deps: IntakeDeps
   #accepting = true
+  #refusedLog = new LogThrottle(REFUSED_LOG.intervalMs, REFUSED_LOG.maxKeys)
 
   constructor(deps: IntakeDeps) {
     this.#deps = deps
@@ -61,10 +69,17 @@ export class Intake {
    * inbox write, so the webhook answers in well under a millisecond of work.
    */
   receive(body: unknown, receivedAt = Date.now()): Receipt {
-    const { config, inbox, log, dispatcher } = this.#deps
+    const { config, inbox, log, dispatcher, telegram } = this.#deps
     if (!this.#accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
+    const { migrations } = telegram
+    const { allowedChats, allowedUsers } = config
+    const listed = (chatId: number): boolean => allowedChats === 'all' || allowedChats.has(chatId)
+    // A group's supergroup is allowed when the group was: else the upgrade makes the bot deaf.
+    const isAllowedChat = (chatId: number): boolean => listed(chatId) || migrations.earlierIds(chatId).some(listed)
+    const rules: AccessRules = { isAllowedChat, allChats: allowedChats === 'all', allowedUsers }
     const classified = classifyUpdate(body, {
-      isAllowedChat: (chatId) => config.allowedChats === 'all' || config.allowedChats.has(chatId),
+      refusalOf: (message) => refusalOf(message, rules),
+      isAllowedChat,
       edits: config.edits,
       botUsername: this.botUsername,
     })
@@ -74,6 +89,19 @@ export class Intake {
       log.debug({ update_id: classified.updateId, reason: classified.reason }, 'update ignored')
       return { status: 200, outcome: 'ignored', detail: classified.reason }
     }
+    if (classified.kind === 'refused') {
+      this.#logRefused(classified.updateId, classified.message, classified.reason, receivedAt)
+      return { status: 200, outcome: 'ignored', detail: classified.reason }
+    }
+    if (classified.kind === 'migrated') {
+      if (migrations.record(classified.from, classified.to)) {
+        log.warn(
+          { update_id: classified.updateId, chat_id: classified.from, new_chat_id: classified.to },
+          `group ${classified.from} became supergroup ${classified.to}: replies go there now; put ${classified.to} in ALLOWED_CHAT_IDS`,
+        )
+      }
+      return { status: 200, outcome: 'ignored', detail: 'chat migrated' }
+    }
 
     const { message, updateId } = classified
     const stored = {
@@ -81,7 +109,7 @@ export class Intake {
       chatId: message.chatId,
       messageId: message.messageId,
       threadId: message.threadId ?? null,
-      updateJson: JSON.stringify(body),
+      updateJson: JSON.stringify(message.update),
       receivedAt,
     }
     const messageLog = log.child({ update_id: updateId, chat_id: message.chatId })
@@ -125,6 +153,33 @@ export class Intake {
       void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
     }
     return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
+  }
+
+  /**
+   * A message nobody allowed may not reach the brain: logged at info (throttled) with what the
+   * operator needs to allow it on purpose — the chat's id, type and name, and the sender's.
+   */
+  #logRefused(updateId: number, message: Message, reason: Refusal, now: number): void {
+    const sender = message.sender_chat?.id ?? message.from?.id
+    const held = this.#refusedLog.admit(`${message.chat.id}/${sender ?? ''}`, now)
+    if (held === false) return
+    const { chat, from, sender_chat: senderChat, via_bot: viaBot } = message
+    this.#deps.log.info(
+      {
+        update_id: updateId,
+        chat_id: chat.id,
+        chat_type: chat.type,
+        chat_title: 'title' in chat ? chat.title : undefined,
+        chat_username: chat.username,
+        from_id: from?.id,
+        from_username: from?.username,
+        sender_chat_id: senderChat?.id,
+        via_bot: viaBot?.username,
+        reason,
+        ...(held > 0 ? { held_back: held } : {}),
+      },
+      `message not allowed (${reason}): to allow it, add its ${reason === 'chat not allowed' ? 'chat id to ALLOWED_CHAT_IDS' : 'sender id to ALLOWED_USER_IDS'}`,
+    )
   }
 
   /** Fires the receipt reaction; its failure is logged and never touches the work. */

@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads'
 import type { FastifyBaseLogger } from 'fastify'
 import { Api, GrammyError, HttpError } from 'grammy'
 import { autoRetry } from '@grammyjs/auto-retry'
+import type { ChatMigrations } from '../chat-migrations.js'
 import type { Metrics } from '../metrics.js'
 import { formatReply, type FormattedPart } from './format.js'
 import type { ReactionEmoji } from './reactions.js'
@@ -18,6 +19,7 @@ export interface TelegramOptions {
   readonly apiRoot: string
   readonly metrics: Metrics
   readonly log: FastifyBaseLogger
+  readonly migrations: ChatMigrations
 }
 
 // A reply waits out rate limits and Telegram's 5xx, but not forever.
@@ -43,9 +45,12 @@ export class TelegramClient {
   // A separate client for what is only worth sending now, so that its failures are never retried.
   #nowApi: Api
   #log: FastifyBaseLogger
+  /** Groups upgraded to supergroups: replies follow them to their new id. */
+  readonly migrations: ChatMigrations
 
-  constructor({ token, apiRoot, metrics, log }: TelegramOptions) {
+  constructor({ token, apiRoot, metrics, log, migrations }: TelegramOptions) {
     this.#log = log
+    this.migrations = migrations
     this.api = new Api(token, { apiRoot, timeoutSeconds: REQUEST_TIMEOUT_S })
     this.#nowApi = new Api(token, { apiRoot, timeoutSeconds: NOW_OR_NEVER_TIMEOUT_S })
     for (const api of [this.api, this.#nowApi]) {
@@ -75,25 +80,60 @@ export class TelegramClient {
 
   /**
    * Sends a reply written in Markdown as Telegram HTML, split at Telegram's limit, as a reply to
-   * the message (sent anyway if that message is gone), into the message's forum topic. A part whose
-   * HTML Telegram refuses is sent again as plain text.
+   * the message, into the message's forum topic. A part whose HTML Telegram refuses is sent again
+   * as plain text; one whose target message is gone (Telegram refuses that in forum topics) is sent
+   * without the reply; one for a group that became a supergroup goes to the supergroup.
    */
   async sendReply(target: ReplyTarget, markdown: string): Promise<void> {
     const parts = await formatOffLoop(markdown, (error) => this.#log.warn({ err: error }, 'formatting thread failed; formatting on the event loop'))
+    let where: Destination = this.#destination(target)
     for (const part of parts) {
-      const options = { ...replyTo(target), ...threadOf(target) }
-      try {
-        await withNetworkRetries(() => this.api.sendMessage(target.chatId, part.html, { ...options, parse_mode: 'HTML' }))
-      } catch (error) {
-        if (!isEntityError(error)) throw error
-        await withNetworkRetries(() => this.api.sendMessage(target.chatId, part.plain, options))
+      for (;;) {
+        try {
+          await this.#sendPart(where, part)
+          break
+        } catch (error) {
+          const newChatId = migratedTo(error)
+          if (newChatId !== undefined && newChatId !== where.chatId) {
+            this.#followMigration(where.chatId, newChatId)
+            where = { chatId: newChatId, options: {} }
+          } else if (isReplyTargetGone(error) && 'reply_parameters' in where.options) {
+            this.#log.info({ chat_id: where.chatId, message_id: target.messageId }, 'the message replied to is gone; sending without the reply')
+            where = { chatId: where.chatId, options: threadOf(target) }
+          } else {
+            throw error
+          }
+        }
       }
     }
   }
 
+  async #sendPart({ chatId, options }: Destination, part: FormattedPart): Promise<void> {
+    try {
+      await withNetworkRetries(() => this.api.sendMessage(chatId, part.html, { ...options, parse_mode: 'HTML' }))
+    } catch (error) {
+      if (!isEntityError(error)) throw error
+      await withNetworkRetries(() => this.api.sendMessage(chatId, part.plain, options))
+    }
+  }
+
+  /** Where a message to this target goes: its chat (or the supergroup it became), as a reply in its topic. */
+  #destination(target: ReplyTarget): Destination {
+    const chatId = this.migrations.currentId(target.chatId)
+    // The upgrade gave every message a new id: the message replied to is not known by its old one.
+    if (chatId !== target.chatId) return { chatId, options: {} }
+    return { chatId, options: { ...replyTo(target), ...threadOf(target) } }
+  }
+
+  #followMigration(from: number, to: number): void {
+    if (!this.migrations.record(from, to)) return
+    this.#log.warn({ chat_id: from, new_chat_id: to }, `group ${from} became supergroup ${to}: replies go there now; put ${to} in ALLOWED_CHAT_IDS`)
+  }
+
   /** Sends a plain status line in reply to the message; returns its id, for editing. */
   async sendStatus(target: ReplyTarget, text: string): Promise<number> {
-    const sent = await this.#nowApi.sendMessage(target.chatId, text, { ...replyTo(target), ...threadOf(target) })
+    const { chatId, options } = this.#destination(target)
+    const sent = await this.#nowApi.sendMessage(chatId, text, options)
     return sent.message_id
   }
 
@@ -125,6 +165,12 @@ export async function formatOffLoop(markdown: string, onThreadError: (error: unk
   }
 }
 
+/** A chat to send to, and the reply and topic options that go with it. */
+interface Destination {
+  readonly chatId: number
+  readonly options: { reply_parameters?: { message_id: number; allow_sending_without_reply: true }; message_thread_id?: number }
+}
+
 function replyTo(target: ReplyTarget): { reply_parameters: { message_id: number; allow_sending_without_reply: true } } {
   return { reply_parameters: { message_id: target.messageId, allow_sending_without_reply: true } }
 }
@@ -136,6 +182,18 @@ function threadOf(target: ReplyTarget): { message_thread_id?: number } {
 /** Telegram refused the message's formatting ("Bad Request: can't parse entities: …"). */
 function isEntityError(error: unknown): boolean {
   return error instanceof GrammyError && error.error_code === 400 && /can't parse entities/iu.test(error.description)
+}
+
+/** The supergroup a group became, when Telegram refused a call to the group for that reason. */
+function migratedTo(error: unknown): number | undefined {
+  if (!(error instanceof GrammyError)) return undefined
+  const id = error.parameters.migrate_to_chat_id
+  return Number.isSafeInteger(id) ? id : undefined
+}
+
+/** Telegram refused a reply because the message it answers is gone ("message to be replied not found"). */
+function isReplyTargetGone(error: unknown): boolean {
+  return error instanceof GrammyError && error.error_code === 400 && /(message to be replied|replied message) not found/iu.test(error.description)
 }
 
 /** True for an error that retrying cannot fix (Telegram said no: chat not found, blocked, bad request). */

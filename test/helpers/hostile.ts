@@ -85,7 +85,9 @@ export const anyRealUpdate: fc.Arbitrary<Draft> = fc.constantFrom(...REAL_UPDATE
 
 /** A plain text message in an allowed chat, with a fresh update_id. */
 export function textMessage(text: string, chatId = 5550001): Draft {
-  return { update_id: FRESH_ID, message: { message_id: 4200, date: 1764001000, chat: { id: chatId, type: 'private' }, from: { id: chatId, is_bot: false, first_name: 'Ada' }, text } }
+  // In a group, Ada (a listed sender) speaks; a private chat's user is the chat.
+  const chat = chatId > 0 ? { id: chatId, type: 'private' } : { id: chatId, type: 'supergroup' }
+  return { update_id: FRESH_ID, message: { message_id: 4200, date: 1764001000, chat, from: { id: chatId > 0 ? chatId : 5550001, is_bot: false, first_name: 'Ada' }, text } }
 }
 
 /** `depth` levels of arrays or objects around `inner`, as text. */
@@ -310,10 +312,27 @@ export interface ExpectedMessage {
 export interface WebhookContract {
   readonly secret: string
   readonly allowedChats: ReadonlySet<number>
+  /** The people who may talk (ALLOWED_USER_IDS): in a group, a message needs its sender here. */
+  readonly allowedUsers: ReadonlySet<number>
   readonly bodyLimit: number
 }
 
+// Message fields the Bot API (10.1) calls service messages: Telegram's notes about the chat, never answered.
+const SERVICE_KEYS = [
+  'new_chat_members', 'left_chat_member', 'chat_owner_left', 'chat_owner_changed', 'new_chat_title', 'new_chat_photo', 'delete_chat_photo',
+  'group_chat_created', 'supergroup_chat_created', 'channel_chat_created', 'message_auto_delete_timer_changed', 'migrate_to_chat_id',
+  'migrate_from_chat_id', 'pinned_message', 'successful_payment', 'refunded_payment', 'users_shared', 'chat_shared', 'gift', 'unique_gift',
+  'gift_upgrade_sent', 'connected_website', 'write_access_allowed', 'passport_data', 'proximity_alert_triggered', 'boost_added',
+  'chat_background_set', 'checklist_tasks_done', 'checklist_tasks_added', 'direct_message_price_changed', 'forum_topic_created',
+  'forum_topic_edited', 'forum_topic_closed', 'forum_topic_reopened', 'general_forum_topic_hidden', 'general_forum_topic_unhidden',
+  'giveaway_created', 'giveaway_winners', 'giveaway_completed', 'managed_bot_created', 'paid_message_price_changed', 'poll_option_added',
+  'poll_option_deleted', 'suggested_post_approved', 'suggested_post_approval_failed', 'suggested_post_declined', 'suggested_post_paid',
+  'suggested_post_refunded', 'video_chat_scheduled', 'video_chat_started', 'video_chat_ended', 'video_chat_participants_invited', 'web_app_data',
+]
+
 const MEDIA_KEYS = ['photo', 'voice', 'audio', 'video', 'video_note', 'document', 'animation', 'sticker', 'location', 'venue', 'contact', 'poll', 'dice']
+// Content a person sends that the service either hands to the brain or answers "can't handle".
+const CONTENT_KEYS = [...MEDIA_KEYS, 'story', 'game', 'checklist', 'paid_media', 'invoice', 'giveaway']
 // Deeper than this, JSON.stringify itself runs out of stack: such a body has no canonical text.
 const CANONICAL_DEPTH = 1000
 /** The service ignores updates nested deeper than this (README: hostile input). */
@@ -325,7 +344,9 @@ const MAX_TELEGRAM_DEPTH = 64
  * text), then the Update contract (400 unless a JSON object with a non-negative safe-integer
  * update_id), and an authentic Update is answered 200 whatever it holds: ignored unless it is a
  * well-formed message (integer chat id, positive integer message id, text and caption strings if
- * present, integer thread id if present) from an allowed chat.
+ * present, integer thread id if present; null fields count as absent) from an allowed chat and,
+ * in a group, a listed sender (a post as a chat, or via an inline bot, needs that chat or bot
+ * listed), and is not a service message but something a person sends.
  *
  * Choices where the RFCs leave room, taken the lenient way a correct service may take them: the
  * media type is compared case-insensitively and its parameters ignored (RFC 8259 defines no
@@ -363,8 +384,10 @@ export function judge(request: WebhookRequest, contract: WebhookContract, transp
   if (typeof updateId !== 'number' || !Number.isSafeInteger(updateId) || updateId < 0) return { status: 400, why: 'bad update_id' }
 
   if (tooDeep) return { status: 200, why: 'nested too deeply' }
-  if (!Object.hasOwn(update, 'message')) return { status: 200, why: 'not a message' }
-  const message = update['message']
+  // Telegram leaves absent fields out; a null is taken as absent, at any depth.
+  const cleaned = dropNulls(update) as Record<string, unknown>
+  if (!Object.hasOwn(cleaned, 'message')) return { status: 200, why: 'not a message' }
+  const message = cleaned['message']
   if (typeof message !== 'object' || message === null || Array.isArray(message)) return { status: 200, why: 'message not an object' }
   const fields = message as Record<string, unknown>
   const chat = fields['chat']
@@ -378,7 +401,22 @@ export function judge(request: WebhookRequest, contract: WebhookContract, transp
     (caption === undefined || typeof caption === 'string') &&
     (threadId === undefined || Number.isSafeInteger(threadId))
   if (!wellFormed) return { status: 200, why: 'malformed message' }
-  if (!contract.allowedChats.has(chatId)) return { status: 200, why: 'chat not allowed' }
+  const listedChat = contract.allowedChats.has(chatId)
+  const listedUser = (value: unknown): boolean =>
+    typeof value === 'object' && value !== null && contract.allowedUsers.has((value as Record<string, unknown>)['id'] as number)
+  const chatType = (chat as Record<string, unknown>)['type']
+  if (chatType === undefined ? chatId > 0 : chatType === 'private') {
+    if (!listedChat && !listedUser(fields['from'])) return { status: 200, why: 'private chat not allowed' }
+  } else {
+    if (!listedChat) return { status: 200, why: 'chat not allowed' }
+    const senderChat = fields['sender_chat']
+    if (senderChat !== undefined && !listedUser(senderChat)) return { status: 200, why: 'posted as a chat not listed' }
+    if (fields['via_bot'] !== undefined && !listedUser(fields['via_bot'])) return { status: 200, why: 'via a bot not listed' }
+    if (senderChat === undefined && !listedUser(fields['from'])) return { status: 200, why: 'sender not listed' }
+  }
+  if (SERVICE_KEYS.some((key) => Object.hasOwn(fields, key))) return { status: 200, why: 'service message' }
+  const hasContent = typeof messageText === 'string' || typeof caption === 'string' || CONTENT_KEYS.some((key) => Object.hasOwn(fields, key))
+  if (!hasContent) return { status: 200, why: 'nothing a person sends' }
 
   const isCommand = typeof messageText === 'string' && messageText.trim().startsWith('/')
   const isPlainText = typeof messageText === 'string' && !isCommand && !MEDIA_KEYS.some((key) => Object.hasOwn(fields, key))
@@ -389,11 +427,22 @@ export function judge(request: WebhookRequest, contract: WebhookContract, transp
       updateId,
       chatId,
       messageId,
-      canonical: depth < CANONICAL_DEPTH ? JSON.stringify(body) : undefined,
+      canonical: depth < CANONICAL_DEPTH ? JSON.stringify(cleaned) : undefined,
       mayBypassInbox: isCommand,
       plainText: isPlainText ? messageText : undefined,
     },
   }
+}
+
+/** A copy without the object keys whose value is null (arrays keep their elements); for bodies at most 64 deep. */
+function dropNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(dropNulls)
+  if (typeof value !== 'object' || value === null) return value
+  const result: Record<string, unknown> = {}
+  for (const [key, field] of Object.entries(value)) {
+    if (field !== null) Object.defineProperty(result, key, { value: dropNulls(field), enumerable: true, writable: true, configurable: true })
+  }
+  return result
 }
 
 /** Nesting depth, and whether a prototype-poisoning key is anywhere; iterative, for any depth. */
