@@ -45,3 +45,10 @@ export const WEBHOOK_ACTIVE = (): ApiError =>
 /** What a held getUpdates gets when a newer one arrives. */
 export const POLLING_TERMINATED = (): ApiError =>
   new ApiError(409, 'Conflict: terminated by other getUpdates request; make sure that only one bot instance is running')
+/** Anything sent to a group that became a supergroup: the client must follow migrate_to_chat_id. */
+export const GROUP_MIGRATED = (supergroupId: number): ApiError =>
+  new ApiError(400, 'Bad Request: group chat was upgraded to a supergroup chat', { migrate_to_chat_id: supergroupId })
+/** A reply whose target does not exist (and may not be left out). */
+export const REPLY_TARGET_NOT_FOUND = (): ApiError => badRequest('message to be replied not found')
+/** message_thread_id in a chat without topics, or a topic that does not exist. */
+export const THREAD_NOT_FOUND = (): ApiError => badRequest('message thread not found')

@@ -74,6 +74,20 @@ export interface VideoNoteMessageOptions extends FileMessageOptions {
   readonly durationS?: number
 }
 
+/** A group's upgrade to a supergroup. */
+export interface GroupMigrationOptions {
+  readonly chatId: number
+  /** The supergroup's new id; a -100… id is made up when not given. */
+  readonly supergroupId?: number
+  /** Who upgraded it (the first service message's sender); a fixed test user by default. */
+  readonly from?: Partial<User>
+  /**
+   * false: the upgrade happens but its two service messages never reach the bot (as for a bot
+   * that was down longer than Telegram keeps updates). True by default.
+   */
+  readonly announce?: boolean
+}
+
 /** A user's edit of a message they sent earlier. */
 export interface MessageEditOptions {
   readonly chatId: number
@@ -84,6 +98,10 @@ export interface MessageEditOptions {
 
 // The sender in groups when a test names none: a stable, ordinary user.
 const GROUP_SENDER: User = { id: 700_000_001, is_bot: false, first_name: 'Tester', username: 'tester', language_code: 'en' }
+// Who Telegram names as the sender of a message posted as the group itself.
+const ANONYMOUS_ADMIN: User = { id: 1_087_968_824, is_bot: true, first_name: 'Group', username: 'GroupAnonymousBot' }
+// A made-up supergroup id for a migrated group: -100… followed by the group's digits.
+const MIGRATED_ID_BASE = -1_000_000_000_000
 const DEFAULT_PHOTO_SIZE = { width: 1280, height: 960 } as const
 // The longest side of the thumbnails Telegram makes of a photo (its "s", "m" and "x" sizes).
 const PHOTO_THUMBNAIL_SIDES = [90, 320, 800] as const
@@ -226,6 +244,33 @@ export class UpdateBuilder {
     }
     const update = edited.chat.type === 'channel' ? { edited_channel_post: edited } : { edited_message: edited }
     return this.#push(update as NewUpdate)
+  }
+
+  /**
+   * A group becomes a supergroup: Telegram writes `migrate_to_chat_id` in the old group and
+   * `migrate_from_chat_id` in the new supergroup (sent as the supergroup itself); the old id is
+   * refused from then on. Returns both updates, old group first (not pushed when `announce` is false).
+   */
+  migrate(options: GroupMigrationOptions): [Update, Update] {
+    const supergroupId = options.supergroupId ?? MIGRATED_ID_BASE + options.chatId
+    const { group, supergroup } = this.#chats.migrate(options.chatId, supergroupId)
+    const inGroup: Message = {
+      message_id: this.#chats.nextMessageId(group),
+      from: senderFor(group.chat, options.from),
+      chat: group.chat,
+      date: unixNow(),
+      migrate_to_chat_id: supergroupId,
+    }
+    const inSupergroup: Message = {
+      message_id: this.#chats.nextMessageId(supergroup),
+      from: ANONYMOUS_ADMIN,
+      sender_chat: supergroup.chat,
+      chat: supergroup.chat,
+      date: unixNow(),
+      migrate_from_chat_id: options.chatId,
+    }
+    if (options.announce === false) return [{ update_id: 0, message: inGroup } as Update, { update_id: 0, message: inSupergroup } as Update]
+    return [this.#push({ message: inGroup } as NewUpdate), this.#push({ message: inSupergroup } as NewUpdate)]
   }
 
   #pushMedia(options: MediaMessageOptions, media: MediaFields): Update {

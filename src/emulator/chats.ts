@@ -21,6 +21,8 @@ export interface KnownChat {
   allowedReactions: ReadonlySet<string> | undefined
   readonly messages: Map<number, Message>
   lastMessageId: number
+  /** Set once the group was upgraded: Telegram then refuses anything sent to the old id. */
+  migratedTo?: number
 }
 
 const SUPERGROUP_ID_BOUNDARY = -1_000_000_000_000
@@ -68,6 +70,20 @@ export class ChatDirectory {
     known.messages.set(message.message_id, message)
     known.lastMessageId = Math.max(known.lastMessageId, message.message_id)
     return known
+  }
+
+  /**
+   * Upgrades a group to a supergroup, as Telegram does when a group grows or gets a public link:
+   * the supergroup gets a new id (and the group's title); the old id answers with migrate_to_chat_id.
+   */
+  migrate(groupId: number, supergroupId: number): { group: KnownChat; supergroup: KnownChat } {
+    const group = this.#chats.get(groupId)
+    if (group === undefined || group.chat.type !== 'group') throw new TypeError(`migrateGroup: chat ${groupId} is not a known group`)
+    if (supergroupId > SUPERGROUP_ID_BOUNDARY) throw new TypeError(`migrateGroup: a supergroup's id is -100… (at most ${SUPERGROUP_ID_BOUNDARY}); got ${supergroupId}`)
+    const title = 'title' in group.chat ? group.chat.title : undefined
+    const supergroup = this.ensure({ id: supergroupId, type: 'supergroup', ...(title === undefined ? {} : { title }) })
+    group.migratedTo = supergroupId
+    return { group, supergroup }
   }
 
   /** Message ids grow per chat, shared by the users' and the bot's messages. */

@@ -17,6 +17,7 @@ import {
   type DocumentMessageOptions,
   type MessageEditOptions,
   type PhotoMessageOptions,
+  type GroupMigrationOptions,
   type TextMessageOptions,
   type VideoMessageOptions,
   type VideoNoteMessageOptions,
@@ -247,6 +248,20 @@ export class BotApiEmulator {
    */
   editUserMessage(options: MessageEditOptions): Update {
     return this.#builder.edit(options)
+  }
+
+  /**
+   * Upgrades a group to a supergroup: pushes the two service messages Telegram sends, and from
+   * then on refuses calls to the old id with `migrate_to_chat_id`. Returns both updates.
+   */
+  migrateGroup(options: GroupMigrationOptions): [Update, Update] {
+    return this.#builder.migrate(options)
+  }
+
+  /** A user deletes a message (Telegram tells the bot nothing); replies to it find it gone. */
+  deleteUserMessage(chatId: number, messageId: number): void {
+    const known = this.#chats.find(chatId)
+    if (known?.messages.delete(messageId) !== true) throw new TypeError(`deleteUserMessage: message ${messageId} is not known in chat ${chatId}`)
   }
 
   /** Makes a chat known (or updates it), e.g. to restrict its allowed reactions. */

@@ -4,6 +4,7 @@ export type {
   AudioMessageOptions,
   DocumentMessageOptions,
   FileMessageOptions,
+  GroupMigrationOptions,
   IncomingMessageOptions,
   MediaMessageOptions,
   MessageEditOptions,

@@ -1,6 +1,6 @@
 import type { InlineKeyboardMarkup, Message, Update, UserFromGetMe } from 'grammy/types'
 import { BOT_API_REACTIONS } from './reactions.js'
-import { CHAT_NOT_FOUND, REACTION_INVALID, badRequest } from './api-error.js'
+import { CHAT_NOT_FOUND, GROUP_MIGRATED, REACTION_INVALID, REPLY_TARGET_NOT_FOUND, THREAD_NOT_FOUND, badRequest } from './api-error.js'
 import type { ChatDirectory, KnownChat } from './chats.js'
 import { MAX_DOWNLOAD_SIZE, type FileStore } from './files.js'
 import { readMessageText } from './message-text.js'
@@ -107,8 +107,8 @@ const HANDLERS: Record<string, MethodHandler> = {
   sendMessage: (params, { bot, chats }) => {
     const known = findChat(params, chats)
     const { text, entities } = readMessageText(params)
-    const replyTo = readReplyTarget(params, known)
-    const threadId = optionalInteger(params, 'message_thread_id')
+    const threadId = readThreadId(params, known)
+    const replyTo = readReplyTarget(params, known, threadId)
     const markup = readInlineKeyboard(params)
     const message: Message = {
       message_id: chats.nextMessageId(known),
@@ -159,9 +159,9 @@ const HANDLERS: Record<string, MethodHandler> = {
   },
 
   sendChatAction: (params, { chats }) => {
-    findChat(params, chats)
+    const known = findChat(params, chats)
     // Read only to refuse a malformed one; the emulator shows no typing indicator to anyone.
-    optionalInteger(params, 'message_thread_id')
+    readThreadId(params, known)
     const action = optionalString(params, 'action')
     if (action === undefined || action === '') throw badRequest('action is empty')
     if (!CHAT_ACTIONS.has(action)) throw badRequest('wrong parameter action in request')
@@ -211,7 +211,15 @@ function deleteWebhook(feed: UpdateFeed, dropPendingUpdates: boolean): MethodAns
 function findChat(params: Params, chats: ChatDirectory): KnownChat {
   const known = chats.find(requiredChatId(params))
   if (known === undefined) throw CHAT_NOT_FOUND()
+  if (known.migratedTo !== undefined) throw GROUP_MIGRATED(known.migratedTo)
   return known
+}
+
+// Topics exist only in forum supergroups (the emulated bot has none in private chats).
+function readThreadId(params: Params, known: KnownChat): number | undefined {
+  const threadId = optionalInteger(params, 'message_thread_id')
+  if (threadId !== undefined && !(known.chat.type === 'supergroup' && known.chat.is_forum === true)) throw THREAD_NOT_FOUND()
+  return threadId
 }
 
 function readAllowedUpdates(params: Params): string[] | undefined {
@@ -223,13 +231,18 @@ function readAllowedUpdates(params: Params): string[] | undefined {
   return value as string[]
 }
 
-// reply_parameters, or the older reply_to_message_id + allow_sending_without_reply.
-function readReplyTarget(params: Params, known: KnownChat): Message | undefined {
+/**
+ * reply_parameters, or the older reply_to_message_id + allow_sending_without_reply. A missing
+ * target may be left out when allowed, except in a forum topic: there Telegram refuses it anyway.
+ */
+function readReplyTarget(params: Params, known: KnownChat, threadId: number | undefined): Message | undefined {
   const replyParameters = optionalJson(params, 'reply_parameters', 'reply parameters')
   let messageId: number | undefined
   let allowWithoutReply: boolean | undefined
   if (replyParameters !== undefined) {
     if (!isRecord(replyParameters)) throw badRequest("can't parse reply parameters JSON object")
+    // message_id is ReplyParameters' one required field.
+    if (replyParameters['message_id'] === undefined) throw badRequest("can't parse reply parameters JSON object")
     messageId = optionalInteger(replyParameters, 'message_id')
     allowWithoutReply = optionalBoolean(replyParameters, 'allow_sending_without_reply')
   } else {
@@ -238,7 +251,7 @@ function readReplyTarget(params: Params, known: KnownChat): Message | undefined 
   }
   if (messageId === undefined) return undefined
   const target = known.messages.get(messageId)
-  if (target === undefined && !allowWithoutReply) throw badRequest('message to be replied not found')
+  if (target === undefined && (!allowWithoutReply || threadId !== undefined)) throw REPLY_TARGET_NOT_FOUND()
   return target
 }
 
