@@ -19,6 +19,8 @@ export const DEGRADED_LOOP_DELAY_MS = 1000
 export const REQUEST_TIMEOUT_MS = 10_000
 // An idle connection (keep-alive included) is closed after this long.
 export const CONNECTION_TIMEOUT_MS = 30_000
+// How often Node looks for requests past their timeout (its default, 30 s, would triple a 10 s limit).
+const TIMEOUT_CHECK_MS = 1000
 
 export interface AppDeps {
   readonly config: Config
@@ -41,6 +43,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     trustProxy: config.trustedProxies.length > 0 ? [...config.trustedProxies] : false,
     requestTimeout: REQUEST_TIMEOUT_MS,
     connectionTimeout: CONNECTION_TIMEOUT_MS,
+    http: { connectionsCheckingInterval: TIMEOUT_CHECK_MS, headersTimeout: REQUEST_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS },
     return503OnClosing: true,
     // Per-request "incoming request"/"request completed" lines would drown the message log; the
     // service logs what matters itself, and rejected requests in bounded numbers (RejectedRequestLog).
@@ -94,6 +97,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         receipt.outcome === 'rejected' ? { outcome: 'rejected', reason: reasonOf(undefined, receipt.status) } : { outcome: receipt.outcome },
       )
       if (receipt.status === 200) return reply.code(200).send(receipt.webhookReply)
+      if (receipt.status === 400) rejectedLog.note('bad_request', { status: 400, ip: request.ip, problem: receipt.detail }, 'webhook body is not a Telegram update')
       return reply.code(receipt.status).send({ error: receipt.detail })
     },
   )

@@ -14,6 +14,9 @@ import { SqliteInbox } from './store/sqlite.js'
 import type { Inbox } from './store/inbox.js'
 import { TelegramClient } from './telegram/client.js'
 
+/** Files the service creates are readable by its own user only. */
+export const STATE_UMASK = 0o077
+
 /** A running service, for tests and the demo that start it in-process. */
 export interface Service {
   readonly app: FastifyInstance
@@ -93,6 +96,9 @@ function openInbox(config: Config): Inbox {
  * the inbox for the next start. Exits 0.
  */
 export async function serve(config: Config): Promise<void> {
+  // The inbox, media and chat directories hold people's messages: private, whatever umask the
+  // launcher left (systemd sets UMask=0077; a shell usually 0022).
+  process.umask(STATE_UMASK)
   const logger = createLogger(config.logLevel, { secrets: secretsOf(config) })
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'))
   const service = await startService(config, logger)

@@ -111,8 +111,19 @@ function messageText(message: StoredMessage): string {
 }
 
 function preview(text: string): string {
-  const flat = text.replace(/\s+/gu, ' ')
+  const flat = printable(text.replace(/\s+/gu, ' '))
   return flat.length > TEXT_PREVIEW_CHARS ? `${flat.slice(0, TEXT_PREVIEW_CHARS - 1)}…` : flat
+}
+
+// C0 and C1 controls, DEL, and the bidirectional overrides and isolates that reorder a line.
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu
+
+/**
+ * Anyone can write a message's text: an escape sequence in it must print as text, never reach the
+ * operator's terminal as a command (clearing the screen, retitling the window, faking lines).
+ */
+function printable(text: string): string {
+  return text.replace(UNPRINTABLE, (char) => `\\u${(char.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`)
 }
 
 function iso(ms: number | null): string | null {
