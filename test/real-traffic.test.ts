@@ -169,3 +169,38 @@ t.test('null fields are absent; a GIF reaches the brain as its file; a reply to 
     'after Telegram refused the reply',
   )
 })
+
+t.test('an album of 3 photos: one brain run with every file, one answer, every item marked', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  const chatId = 5_550_500
+  const album = '13911402875209417'
+  const items: Message[] = []
+  for (const [index, caption] of ['the kitchen, before', undefined, undefined].entries()) {
+    items.push(emu.sendPhoto({ chatId, mediaGroupId: album, ...(caption === undefined ? {} : { caption }) }).message as Message)
+    // As Telegram sends them: one update per item, a little apart.
+    if (index < 2) await delay(150)
+  }
+  const last = items.at(-1) as Message
+  const answer = await emu.waitFor((call) => call.method === 'sendMessage' && call.params['chat_id'] === chatId && call.ok, WAIT)
+  t.equal(replyTo(answer), last.message_id, 'the answer replies to the last item')
+  for (const item of items) {
+    await emu.waitFor(
+      (call) => call.method === 'setMessageReaction' && call.params['message_id'] === item.message_id && JSON.stringify(call.params['reaction']).includes('👍'),
+      WAIT,
+    )
+  }
+  await delay(1500)
+  const runs = readBrainLog(stack.brainLog).filter((line) => line['ev'] === 'start' && line['chat_id'] === chatId)
+  t.equal(runs.length, 1, 'one brain run')
+  const messages = runs[0]?.['messages'] as { files: { kind: string; path: string | null }[] }[]
+  t.equal(messages.length, 3, 'with the three items')
+  t.same(messages.flatMap((message) => message.files.map((file) => file.kind)), ['photo', 'photo', 'photo'], 'and the three photos')
+  t.ok(messages.every((message) => message.files.every((file) => file.path !== null)), 'all downloaded')
+  t.equal(emu.callsOf('sendMessage').filter((call) => call.params['chat_id'] === chatId).length, 1, 'one answer')
+  for (const item of items) {
+    const reactions = emu.callsOf('setMessageReaction').filter((call) => call.params['message_id'] === item.message_id && call.params['chat_id'] === chatId)
+    t.same(reactions.map((call) => (call.params['reaction'] as { emoji: string }[])[0]?.emoji), ['👀', '👍'], `item ${item.message_id}: 👀, then 👍`)
+  }
+})

@@ -33,6 +33,8 @@ export interface FileMessageOptions extends IncomingMessageOptions {
 /** A file message that may carry a caption (every kind but video notes). */
 export interface MediaMessageOptions extends FileMessageOptions {
   readonly caption?: string
+  /** Makes the message an album item: Telegram sends each item of an album as its own message with this id. */
+  readonly mediaGroupId?: string
 }
 
 /** A photo; width × height is its largest size, and Telegram's smaller thumbnails come before it. */
@@ -275,7 +277,8 @@ export class UpdateBuilder {
 
   #pushMedia(options: MediaMessageOptions, media: MediaFields): Update {
     const caption = options.caption === undefined ? {} : { caption: options.caption }
-    return this.#pushMessage(options, { ...media, ...caption })
+    const album = options.mediaGroupId === undefined ? {} : { media_group_id: options.mediaGroupId }
+    return this.#pushMessage(options, { ...album, ...media, ...caption })
   }
 
   #pushMessage(options: IncomingMessageOptions, content: Partial<Message>): Update {

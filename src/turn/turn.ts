@@ -26,6 +26,7 @@ import {
   retriesExhausted,
   serviceFailed,
 } from './outcome.js'
+import { albumOf, settleAlbum } from './albums.js'
 
 // Backoff between attempts after exit 75: 1 s, 2 s, 4 s, … capped.
 const RETRY_BACKOFF_BASE_MS = 1000
@@ -57,7 +58,20 @@ export function createMessageWork(deps: TurnDeps): Work {
     const message = deps.inbox.get(job.seq)
     if (!message) return
     if (message.state === 'queued') {
-      const collected = deps.config.busyMode === 'queue' ? [] : deps.inbox.queuedInChat(message.chatId).slice(0, COLLECT_MAX)
+      const album = albumOf(message)
+      // An album's items go into one run: its first item's turn waits for the rest (whose own
+      // turns then find them taken, and skip).
+      const albumItems = album === undefined ? [] : await settleAlbum(deps.inbox, message, album, context.signal)
+      if (album !== undefined && context.signal.aborted) {
+        if ((context.signal.reason as StopReason) === 'cancel') {
+          const cancelledAt = Date.now()
+          for (const item of albumItems) deps.inbox.finish(item.seq, cancelledOutcome(), cancelledAt)
+        }
+        return
+      }
+      // Dropped while its album settled (/cancel all).
+      if (album !== undefined && deps.inbox.get(job.seq)?.state !== 'queued') return
+      const collected = deps.config.busyMode === 'queue' ? albumItems : deps.inbox.queuedInChat(message.chatId).slice(0, COLLECT_MAX)
       const [first = message, ...rest] = collected
       const batch: Batch = [first, ...rest]
       try {
