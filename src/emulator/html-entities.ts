@@ -59,8 +59,9 @@ interface OpenTag {
 
 /**
  * Parses text in Telegram's HTML parse mode into plain text and entities (UTF-16 offsets), rejecting
- * what Telegram rejects: unsupported or unclosed tags, mismatched end tags, a `<` that opens no tag
- * and an `&` that starts no entity (`&lt; &gt; &amp; &quot;` and numeric entities are the only ones).
+ * what Telegram rejects: unsupported or unclosed tags, mismatched end tags and a `<` that opens no
+ * tag. An `&` that starts no entity (`&lt; &gt; &amp; &quot;` and numeric entities are the only
+ * ones) is kept as it is, as Telegram keeps it ("fish & chips", "&nbsp;").
  * Leading/trailing whitespace is kept; trimming is the message's business, not the parser's.
  */
 export function parseTelegramHtml(html: string): FormattedText {
@@ -106,7 +107,9 @@ class HtmlParser {
   #readCharacterEntity(): void {
     const decoded = decodeCharacterEntity(this.#html, this.#at)
     if (decoded === undefined) {
-      throw new EntityParseError(`Unsupported HTML entity at byte offset ${this.#byteOffset(this.#at)}`)
+      this.#text += '&'
+      this.#at += 1
+      return
     }
     this.#text += decoded.value
     this.#at = decoded.end

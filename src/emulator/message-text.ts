@@ -1,6 +1,7 @@
 import type { MessageEntity } from 'grammy/types'
 import { badRequest } from './api-error.js'
 import { EntityParseError, parseTelegramHtml, type FormattedText } from './html-entities.js'
+import { parseMarkdownV2 } from './markdown-v2.js'
 import { optionalJson, optionalString, type Params } from './params.js'
 
 /** Telegram's limit for a text message, counted after entity parsing and trimming. */
@@ -11,8 +12,9 @@ const TRAILING_SPACE = /\s+$/u
 
 /**
  * Reads `text`, `parse_mode` and `entities` the way sendMessage and editMessageText do: parses HTML,
- * trims surrounding whitespace (moving the entities with it), then enforces 1–4096 characters.
- * Markdown and MarkdownV2 are accepted but not parsed: the text is kept as sent.
+ * or MarkdownV2, trims surrounding whitespace (moving the entities with it), then enforces 1–4096
+ * characters, counted as Telegram counts them: UTF-16 code units of the parsed text. The legacy
+ * Markdown mode is accepted but not parsed: the text is kept as sent.
  */
 export function readMessageText(params: Params): FormattedText {
   const raw = optionalString(params, 'text') ?? ''
@@ -20,13 +22,15 @@ export function readMessageText(params: Params): FormattedText {
   let formatted: FormattedText
   switch (parseMode.toLowerCase()) {
     case 'html':
-      formatted = parseHtmlOrThrow(raw)
+      formatted = parseOrThrow(parseTelegramHtml, raw)
+      break
+    case 'markdownv2':
+      formatted = parseOrThrow(parseMarkdownV2, raw)
       break
     case '':
       formatted = { text: raw, entities: readEntities(params) }
       break
     case 'markdown':
-    case 'markdownv2':
       formatted = { text: raw, entities: [] }
       break
     default:
@@ -38,9 +42,9 @@ export function readMessageText(params: Params): FormattedText {
   return trimmed
 }
 
-function parseHtmlOrThrow(html: string): FormattedText {
+function parseOrThrow(parse: (source: string) => FormattedText, source: string): FormattedText {
   try {
-    return parseTelegramHtml(html)
+    return parse(source)
   } catch (error) {
     if (error instanceof EntityParseError) throw badRequest(`can't parse entities: ${error.message}`)
     throw error
