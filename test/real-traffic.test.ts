@@ -121,7 +121,7 @@ t.test('null fields are absent; a GIF reaches the brain as its file; a reply to 
   const stored = readBrainLog(stack.brainLog).find((line) => line['update_id'] === nulls.update_id)
   t.ok(stored, 'the brain ran for it')
 
-  // A document whose text is null: still a document.
+  // A document whose text is null, with its service fields false or 0: still a document.
   const file = emu.addFile({ file_id: 'null-text-doc', file_unique_id: 'u-null-text-doc', bytes: Buffer.from('report\n'), file_path: 'documents/file_90.txt' })
   emu.pushUpdate({
     message: {
@@ -130,6 +130,11 @@ t.test('null fields are absent; a GIF reaches the brain as its file; a reply to 
       chat: privateChat,
       from: OWNER,
       text: null,
+      // As the same serialisers write absent service fields: false flags and 0 ids.
+      delete_chat_photo: false,
+      group_chat_created: false,
+      migrate_to_chat_id: 0,
+      migrate_from_chat_id: 0,
       document: { file_id: file.file_id, file_unique_id: file.file_unique_id, file_name: 'report.txt', mime_type: 'text/plain', file_size: 7, file_path: null },
     } as unknown as Message,
   })

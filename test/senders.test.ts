@@ -110,6 +110,19 @@ t.test('a private chat is allowed by its chat id or its user; the log shows a st
   const line = await stack.svc.waitForLog((l) => l.msg.startsWith('message not allowed') && l['chat_id'] === STRANGER.id)
   t.match(line, { level: 30, chat_type: 'private', from_username: 'mallory', reason: 'chat not allowed', update_id: stranger.update_id })
   t.match(line.msg, /ALLOWED_CHAT_IDS/u)
+
+  // The bot added to a group not allowed yet: the join itself shows the group's id.
+  emu.pushUpdate({
+    message: {
+      message_id: 1,
+      date: Math.floor(Date.now() / 1000),
+      chat: { id: -4_012_345_678, type: 'group', title: 'Book club' },
+      from: { id: OWNER.id, is_bot: false, first_name: 'Ada' },
+      new_chat_members: [{ id: emu.bot.id, is_bot: true, first_name: emu.bot.first_name }],
+    } as Message,
+  })
+  const joined = await stack.svc.waitForLog((l) => l.msg.startsWith('message not allowed') && l['chat_id'] === -4_012_345_678)
+  t.match(joined, { chat_type: 'group', chat_title: 'Book club', from_id: OWNER.id, reason: 'chat not allowed' }, "adding the bot to a group logs the group's id")
 })
 
 t.test('BRAIN_INPUT=text: in a group the prompt names who speaks', async (t) => {

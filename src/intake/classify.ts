@@ -53,6 +53,8 @@ export interface ClassifyOptions {
  */
 export const MAX_UPDATE_DEPTH = 64
 
+// Some serialisers write absent service flags as false and absent ids as 0: those say nothing.
+const FALSY_ABSENT: ReadonlySet<unknown> = new Set([false, 0])
 
 /**
  * Checks a webhook body's shape and decides what it is. Only the top-level contract (a JSON object
@@ -76,9 +78,12 @@ export function classifyUpdate(body: unknown, { refusalOf, isAllowedChat, edits,
   if (!isWellFormed(message)) return { kind: 'ignored', updateId, reason: 'malformed message' }
   const migration = migrationOf(message)
   if (migration !== undefined && isAllowedChat(migration.from)) return { kind: 'migrated', updateId, ...migration }
+  const service = SERVICE_MESSAGE_FIELDS.find((field) => field in message && !FALSY_ABSENT.has((message as unknown as Record<string, unknown>)[field]))
+  // In a chat not allowed, a service message (the bot added to a group) is refused like any
+  // other, so that the log shows the chat's id; in an allowed one, nobody needs to hear of it.
+  if (service !== undefined && isAllowedChat(message.chat.id)) return { kind: 'ignored', updateId, reason: `service message (${service})` }
   const refusal = refusalOf(message)
   if (refusal !== undefined) return { kind: 'refused', updateId, message, reason: refusal }
-  const service = SERVICE_MESSAGE_FIELDS.find((field) => field in message)
   if (service !== undefined) return { kind: 'ignored', updateId, reason: `service message (${service})` }
 
   const incoming: IncomingMessage = {
@@ -106,9 +111,16 @@ export function classifyUpdate(body: unknown, { refusalOf, isAllowedChat, edits,
 
 /** A group's upgrade to a supergroup, seen from either side (the old group's note or the new one's). */
 function migrationOf(message: Message): { from: number; to: number } | undefined {
-  if (Number.isSafeInteger(message.migrate_to_chat_id)) return { from: message.chat.id, to: message.migrate_to_chat_id as number }
-  if (Number.isSafeInteger(message.migrate_from_chat_id)) return { from: message.migrate_from_chat_id as number, to: message.chat.id }
-  return undefined
+  const { migrate_to_chat_id: to, migrate_from_chat_id: from } = message
+  const migration =
+    to !== undefined ? { from: message.chat.id, to } : from !== undefined ? { from, to: message.chat.id } : undefined
+  // Both are groups, so both ids are negative; anything else (a serialiser's 0 for "absent") is no upgrade.
+  if (migration === undefined || !isGroupId(migration.from) || !isGroupId(migration.to) || migration.from === migration.to) return undefined
+  return migration
+}
+
+function isGroupId(id: unknown): id is number {
+  return typeof id === 'number' && Number.isSafeInteger(id) && id < 0
 }
 
 

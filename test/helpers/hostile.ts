@@ -414,7 +414,8 @@ export function judge(request: WebhookRequest, contract: WebhookContract, transp
     if (fields['via_bot'] !== undefined && !listedUser(fields['via_bot'])) return { status: 200, why: 'via a bot not listed' }
     if (senderChat === undefined && !listedUser(fields['from'])) return { status: 200, why: 'sender not listed' }
   }
-  if (SERVICE_KEYS.some((key) => Object.hasOwn(fields, key))) return { status: 200, why: 'service message' }
+  // A service flag written false, or an id written 0, is no service message.
+  if (SERVICE_KEYS.some((key) => Object.hasOwn(fields, key) && fields[key] !== false && fields[key] !== 0)) return { status: 200, why: 'service message' }
   const hasContent = typeof messageText === 'string' || typeof caption === 'string' || CONTENT_KEYS.some((key) => Object.hasOwn(fields, key))
   if (!hasContent) return { status: 200, why: 'nothing a person sends' }
 
