@@ -62,7 +62,8 @@ export async function checkCommand(args: string[]): Promise<number> {
 
 function describeConfig(config: Config): string {
   const chats = config.allowedChats === 'all' ? 'any chat (ALLOW_ALL_CHATS=1)' : `${config.allowedChats.size} allowed chat(s)`
-  return `valid; ${chats}, ${config.maxConcurrentBrains} brain slot(s), inbox ${config.inbox}, listening on ${config.host}:${config.port}${config.webhookPath}`
+  const users = config.allowedUsers.size === 0 ? '' : ` and ${config.allowedUsers.size} allowed user(s)`
+  return `valid; ${chats}${users}, ${config.maxConcurrentBrains} brain slot(s), inbox ${config.inbox}, listening on ${config.host}:${config.port}${config.webhookPath}`
 }
 
 function checkBrain(config: Config): Finding {
