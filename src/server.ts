@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { ChatMigrations } from './chat-migrations.js'
+import { ChatMigrations } from './store/chat-migrations.js'
 import { ConfigError, type Config } from './config.js'
 import { buildApp } from './app.js'
 import { Coordinator } from './coordinator.js'

@@ -1,7 +1,10 @@
-import type { Message } from 'grammy/types'
+import type { Message, Update } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
 import { delay, eventually, readBrainLog, startStack } from './helpers/service.js'
+
+/** A message as an update in a chat (not a channel) carries it. */
+type UserMessage = NonNullable<Update['message']>
 
 // Telegram's traffic as it arrives in real chats: service messages, upgrades, nulls, GIFs, deleted targets.
 const OWNER = { id: 5_550_001, is_bot: false, first_name: 'Ada', username: 'ada_l' }
@@ -25,7 +28,7 @@ t.test('service messages are ignored without a word; a content-less one too', as
 
   let messageId = 500
   const service = (fields: Record<string, unknown>, chat: Message['chat'] = group): number => {
-    const update = emu.pushUpdate({ message: { message_id: ++messageId, date: now(), chat, from: OWNER, ...fields } as unknown as Message })
+    const update = emu.pushUpdate({ message: { message_id: ++messageId, date: now(), chat, from: OWNER, ...fields } as unknown as UserMessage })
     return update.update_id
   }
   const privateChat = emu.addChat({ id: OWNER.id, type: 'private', firstName: 'Ada' })
@@ -114,7 +117,7 @@ t.test('null fields are absent; a GIF reaches the brain as its file; a reply to 
       edit_date: null,
       photo: null,
       document: null,
-    } as unknown as Message,
+    } as unknown as UserMessage,
   })
   const nullsReply = await emu.waitFor((call) => call.method === 'sendMessage' && replyTo(call) === 700, WAIT)
   t.match(String(nullsReply.params['text']), new RegExp(`^reply ${nulls.update_id} nulls are nothing`, 'u'))
@@ -136,7 +139,7 @@ t.test('null fields are absent; a GIF reaches the brain as its file; a reply to 
       migrate_to_chat_id: 0,
       migrate_from_chat_id: 0,
       document: { file_id: file.file_id, file_unique_id: file.file_unique_id, file_name: 'report.txt', mime_type: 'text/plain', file_size: 7, file_path: null },
-    } as unknown as Message,
+    } as unknown as UserMessage,
   })
   await emu.waitFor((call) => call.method === 'sendMessage' && replyTo(call) === 701, WAIT)
   const documentRun = readBrainLog(stack.brainLog).find((line) => line['ev'] === 'start' && JSON.stringify(line['messages']).includes('report.txt'))
@@ -154,7 +157,7 @@ t.test('null fields are absent; a GIF reaches the brain as its file; a reply to 
       caption: 'what is in this gif?',
       animation: { ...gifFields, width: 320, height: 320, duration: 2 },
       document: gifFields,
-    } as Message,
+    } as UserMessage,
   })
   const gifReply = await emu.waitFor((call) => call.method === 'sendMessage' && replyTo(call) === 702, WAIT)
   t.match(String(gifReply.params['text']), /what is in this gif\?/u, 'the brain answered the GIF, not a "can\'t handle"')

@@ -1,10 +1,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import type { Message } from 'grammy/types'
+import type { Message, Update } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
 import { chatDirOf } from '../src/brain/chat-dir.js'
 import { delay, eventually, readBrainLog, startStack, tempDir, type Stack } from './helpers/service.js'
+
+/** A message as an update in a chat (not a channel) carries it. */
+type UserMessage = NonNullable<Update['message']>
 
 // Who may talk: the owner and a colleague; the group is allowed, the stranger is in it but not listed.
 const OWNER = { id: 5_550_001, first_name: 'Ada', username: 'ada_l' }
@@ -39,7 +42,7 @@ t.test('in an allowed group only listed senders reach the brain, and strangers n
   ]
   const raw = (what: string, fields: Partial<Message>): void => {
     const update = emu.pushUpdate({
-      message: { message_id: 9000 + strangers.length, date: Math.floor(Date.now() / 1000), chat: { id: GROUP, type: 'supergroup', title: 'Forge Ops' }, ...fields } as Message,
+      message: { message_id: 9000 + strangers.length, date: Math.floor(Date.now() / 1000), chat: { id: GROUP, type: 'supergroup', title: 'Forge Ops' }, ...fields } as UserMessage,
     })
     strangers.push({ what, update })
   }
@@ -119,7 +122,7 @@ t.test('a private chat is allowed by its chat id or its user; the log shows a st
       chat: { id: -4_012_345_678, type: 'group', title: 'Book club' },
       from: { id: OWNER.id, is_bot: false, first_name: 'Ada' },
       new_chat_members: [{ id: emu.bot.id, is_bot: true, first_name: emu.bot.first_name }],
-    } as Message,
+    } as UserMessage,
   })
   const joined = await stack.svc.waitForLog((l) => l.msg.startsWith('message not allowed') && l['chat_id'] === -4_012_345_678)
   t.match(joined, { chat_type: 'group', chat_title: 'Book club', from_id: OWNER.id, reason: 'chat not allowed' }, "adding the bot to a group logs the group's id")
