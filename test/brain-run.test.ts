@@ -308,7 +308,12 @@ t.test('an abort kills the brain and its grandchild: outcome cancelled', async (
 })
 
 t.test('the brain sees only the allowed environment, never the bot secrets', async (t) => {
-  const secrets = { TELEGRAM_BOT_TOKEN: '123:secret', TELEGRAM_WEBHOOK_SECRET: 'hook-secret', NOTIFY_SOCKET: '/run/systemd/notify' }
+  const secrets = {
+    TELEGRAM_BOT_TOKEN: '123:secret',
+    TELEGRAM_WEBHOOK_SECRET: 'hook-secret',
+    TELEGRAM_WEBHOOK_SECRET_PREVIOUS: 'old-hook-secret',
+    NOTIFY_SOCKET: '/run/systemd/notify',
+  }
   const added: Record<string, string> = { ...secrets, BRAIN_TEST_ALLOWED: 'yes', BRAIN_TEST_NOT_ALLOWED: 'no', LANG: 'C.UTF-8' }
   const saved = Object.keys(added).map((name) => [name, process.env[name]] as const)
   t.teardown(() => {

@@ -5,7 +5,7 @@ export const INHERITED_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 
  * Names a brain never sees, whatever BRAIN_ENV_ALLOW says: the bot's credentials, and systemd's
  * notify socket (a brain writing READY=1 or STOPPING=1 to it would lie about the service's state).
  */
-export const NEVER_PASSED_ENV: ReadonlySet<string> = new Set(['TELEGRAM_BOT_TOKEN', 'TELEGRAM_WEBHOOK_SECRET', 'NOTIFY_SOCKET'])
+export const NEVER_PASSED_ENV: ReadonlySet<string> = new Set(['TELEGRAM_BOT_TOKEN', 'TELEGRAM_WEBHOOK_SECRET', 'TELEGRAM_WEBHOOK_SECRET_PREVIOUS', 'NOTIFY_SOCKET'])
 
 /** The prefix of every variable the coordinator itself hands a brain (chat id, update id, attempt…). */
 export const COORDINATOR_ENV_PREFIX = 'COORDINATOR_'
