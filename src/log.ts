@@ -44,6 +44,9 @@ export function redactor(secrets: readonly string[]): (line: string) => string {
   }
 }
 
+// How many intervals a key whose lines were held back is remembered.
+const HELD_KEYS_KEPT_FOR = 10
+
 /**
  * Lets a repeated log line through at most once per interval for each key, counting the ones held
  * back; and at most `maxKeys` keys per interval in all, so that a flood of distinct keys (random
@@ -67,7 +70,11 @@ export class LogThrottle {
     if (now - this.#windowStart >= this.#intervalMs) {
       this.#windowStart = now
       this.#keysInWindow = 0
-      for (const [seenKey, entry] of this.#seen) if (now - entry.at >= this.#intervalMs) this.#seen.delete(seenKey)
+      // A key with lines held back is kept a while, so that its next line can say how many.
+      for (const [seenKey, entry] of this.#seen) {
+        const keepMs = entry.held > 0 ? this.#intervalMs * HELD_KEYS_KEPT_FOR : this.#intervalMs
+        if (now - entry.at >= keepMs) this.#seen.delete(seenKey)
+      }
     }
     const entry = this.#seen.get(key)
     if (entry !== undefined && now - entry.at < this.#intervalMs) {
