@@ -9,7 +9,7 @@ export interface ChatSettings {
   readonly title?: string
   readonly username?: string
   readonly firstName?: string
-  /** Marks a supergroup as a forum (topics); implied when a message carries a thread id. */
+  /** Marks a supergroup as a forum (topics), making a group one; implied when a message carries a thread id. */
   readonly isForum?: boolean
   /** The reactions an admin allowed in this chat; unset means every one in BOT_API_REACTIONS. */
   readonly allowedReactions?: readonly ReactionEmoji[]
@@ -45,6 +45,7 @@ export class ChatDirectory {
     } else if (settings.type !== undefined && settings.type !== known.chat.type) {
       known.chat = buildChat(settings)
     }
+    if (settings.isForum && known.chat.type === 'group') known.chat = buildChat({ title: known.chat.title, ...settings, type: 'supergroup' })
     if (settings.isForum && known.chat.type === 'supergroup') known.chat = { ...known.chat, is_forum: true }
     if (settings.allowedReactions !== undefined) known.allowedReactions = new Set(settings.allowedReactions)
     if (known.chat.username !== undefined) this.#idsByUsername.set(known.chat.username.toLowerCase(), settings.id)
@@ -99,7 +100,8 @@ export class ChatDirectory {
 }
 
 function buildChat(settings: ChatSettings): Chat {
-  const type = settings.type ?? defaultChatType(settings.id)
+  // Only supergroups have topics: a forum is one, whatever its id would suggest.
+  const type = settings.type ?? (settings.isForum && settings.id < 0 ? 'supergroup' : defaultChatType(settings.id))
   const title = settings.title ?? `Chat ${settings.id}`
   switch (type) {
     case 'private':
