@@ -239,7 +239,9 @@ function readTelegramSettings(read: Read): TelegramSettings {
   }
 
   const webhookSecret = readSecret(read, 'TELEGRAM_WEBHOOK_SECRET')
-  if (webhookSecret === undefined) throw new ConfigError('TELEGRAM_WEBHOOK_SECRET', `is required: ${MAKE_SECRET}`)
+  if (webhookSecret === undefined) {
+    throw new ConfigError('TELEGRAM_WEBHOOK_SECRET', `is required: set it to ${MIN_SECRET_LENGTH}–256 characters of A–Z a–z 0–9 _ - (${MAKE_SECRET})`)
+  }
   const webhookSecretPrevious = readSecret(read, 'TELEGRAM_WEBHOOK_SECRET_PREVIOUS')
 
   const apiRoot = (read('TELEGRAM_API_ROOT') ?? DEFAULTS.apiRoot).replace(/\/+$/u, '')

@@ -3,7 +3,7 @@ import { ConfigError, DEFAULTS, loadConfig } from '../../src/config.js'
 
 const VALID = {
   TELEGRAM_BOT_TOKEN: '123456:ABC-def',
-  TELEGRAM_WEBHOOK_SECRET: 'secret_0123',
+  TELEGRAM_WEBHOOK_SECRET: 'secret_0123456789',
   ALLOWED_CHAT_IDS: '5550001',
   BRAIN_COMMAND: 'scripts/brains/echo',
   STATE_DIR: '/tmp/coordinator-config-test',
@@ -24,9 +24,15 @@ function errorFor(changes: Record<string, string | undefined>): ConfigError | un
 const CASES: [Record<string, string | undefined>, string, RegExp][] = [
   [{ TELEGRAM_BOT_TOKEN: undefined }, 'TELEGRAM_BOT_TOKEN', /is required: set it to the token @BotFather gave you/u],
   [{ TELEGRAM_BOT_TOKEN: '123 456' }, 'TELEGRAM_BOT_TOKEN', /must be a bot token like 123456:ABC-DEF…/u],
-  [{ TELEGRAM_WEBHOOK_SECRET: undefined }, 'TELEGRAM_WEBHOOK_SECRET', /is required: set it to 1–256 characters of A–Z a–z 0–9 _ -/u],
-  [{ TELEGRAM_WEBHOOK_SECRET: 'has space!' }, 'TELEGRAM_WEBHOOK_SECRET', /must be 1–256 characters .*; got 10 characters including others/u],
-  [{ TELEGRAM_WEBHOOK_SECRET: 'a'.repeat(257) }, 'TELEGRAM_WEBHOOK_SECRET', /must be 1–256 characters .*; got 257 characters$/u],
+  [{ TELEGRAM_WEBHOOK_SECRET: undefined }, 'TELEGRAM_WEBHOOK_SECRET', /is required: set it to 16–256 characters of A–Z a–z 0–9 _ - \(make one with `openssl rand -hex 32`\)/u],
+  [{ TELEGRAM_WEBHOOK_SECRET: 'has space!' }, 'TELEGRAM_WEBHOOK_SECRET', /must be 16–256 characters .*; got 10 characters including others/u],
+  [{ TELEGRAM_WEBHOOK_SECRET: 'a'.repeat(257) }, 'TELEGRAM_WEBHOOK_SECRET', /must be 16–256 characters .*; got 257 characters$/u],
+  [{ TELEGRAM_WEBHOOK_SECRET: 'short_secret' }, 'TELEGRAM_WEBHOOK_SECRET', /must be at least 16 characters \(make one with `openssl rand -hex 32`\); got 12$/u],
+  [{ TELEGRAM_WEBHOOK_SECRET_PREVIOUS: 'old' }, 'TELEGRAM_WEBHOOK_SECRET_PREVIOUS', /must be at least 16 characters \(make one with `openssl rand -hex 32`\); got 3$/u],
+  [{ ALLOWED_USER_IDS: '12,@ada' }, 'ALLOWED_USER_IDS', /must be comma-separated user ids such as 123456789; got "@ada"/u],
+  [{ ALLOWED_CHAT_IDS: '12,-1001234567890' }, 'ALLOWED_USER_IDS', /is required when ALLOWED_CHAT_IDS has a group \(-1001234567890\): set it to the user ids of the people who may talk/u],
+  [{ TRUSTED_PROXIES: 'caddy' }, 'TRUSTED_PROXIES', /must be comma-separated IP addresses or CIDR ranges such as 127\.0\.0\.1,::1; got "caddy"/u],
+  [{ TRUSTED_PROXIES: '10.0.0.0/40' }, 'TRUSTED_PROXIES', /got "10\.0\.0\.0\/40"/u],
   [{ TELEGRAM_API_ROOT: 'ftp://example.com' }, 'TELEGRAM_API_ROOT', /must be an http\(s\) URL such as https:\/\/api\.telegram\.org; got "ftp:\/\/example\.com"/u],
   [{ ALLOWED_CHAT_IDS: undefined }, 'ALLOWED_CHAT_IDS', /is required: set it to the comma-separated chat ids .* \(or ALLOW_ALL_CHATS=1/u],
   [{ ALLOWED_CHAT_IDS: '12,abc' }, 'ALLOWED_CHAT_IDS', /must be comma-separated integer chat ids such as .*; got "abc"/u],
@@ -76,7 +82,7 @@ t.test('every bad setting: one line that starts with the variable and says the f
 t.test('every variable in the table has a row', async (t) => {
   const covered = new Set(CASES.map(([, variable]) => variable))
   // HOST, STATE_DIR and LOCK_DIR take any value; their problems show when the service uses them.
-  for (const variable of ['TELEGRAM_BOT_TOKEN', 'TELEGRAM_WEBHOOK_SECRET', 'TELEGRAM_API_ROOT', 'ALLOWED_CHAT_IDS', 'ALLOW_ALL_CHATS', 'BRAIN_COMMAND', 'BRAIN_INPUT', 'BRAIN_ENV_ALLOW', 'PORT', 'WEBHOOK_PATH', 'MAX_CONCURRENT_BRAINS', 'BRAIN_TIMEOUT_S', 'MESSAGE_BUDGET_S', 'KILL_GRACE_S', 'SHUTDOWN_GRACE_S', 'ACK_EMOJI', 'ACK_MODE', 'REACTION_DONE', 'REACTION_FAILED', 'REACTION_TIMEOUT', 'BUSY_MODE', 'EDITS', 'INBOX', 'INBOX_RETENTION_H', 'LOG_LEVEL']) {
+  for (const variable of ['TELEGRAM_BOT_TOKEN', 'TELEGRAM_WEBHOOK_SECRET', 'TELEGRAM_WEBHOOK_SECRET_PREVIOUS', 'TELEGRAM_API_ROOT', 'ALLOWED_CHAT_IDS', 'ALLOWED_USER_IDS', 'ALLOW_ALL_CHATS', 'TRUSTED_PROXIES', 'BRAIN_COMMAND', 'BRAIN_INPUT', 'BRAIN_ENV_ALLOW', 'PORT', 'WEBHOOK_PATH', 'MAX_CONCURRENT_BRAINS', 'BRAIN_TIMEOUT_S', 'MESSAGE_BUDGET_S', 'KILL_GRACE_S', 'SHUTDOWN_GRACE_S', 'ACK_EMOJI', 'ACK_MODE', 'REACTION_DONE', 'REACTION_FAILED', 'REACTION_TIMEOUT', 'BUSY_MODE', 'EDITS', 'INBOX', 'INBOX_RETENTION_H', 'LOG_LEVEL']) {
     t.ok(covered.has(variable), variable)
   }
 })
@@ -100,7 +106,10 @@ t.test('the defaults the README documents', async (t) => {
     inboxRetentionMs: 72 * 3600_000,
     brain: { input: 'json', envAllow: [], timeoutMs: 90_000, messageBudgetMs: 180_000, killGraceMs: 5000, cwd: VALID.STATE_DIR },
     lockDir: `${VALID.STATE_DIR}/locks`,
+    webhookSecretPrevious: undefined,
+    trustedProxies: [],
   })
+  t.equal(config.allowedUsers.size, 0, 'nobody listed beyond the chats')
   t.equal(DEFAULTS.maxConcurrentBrains, 4)
 })
 
@@ -109,6 +118,9 @@ t.test('good values: decimals, lists, relative paths, empty outcome reactions', 
     {
       ...VALID,
       ALLOWED_CHAT_IDS: ' 12, -1001234567890 ',
+      ALLOWED_USER_IDS: '12,5550002',
+      TELEGRAM_WEBHOOK_SECRET_PREVIOUS: 'previous_secret_0123',
+      TRUSTED_PROXIES: '127.0.0.1, ::1, 10.0.0.0/8',
       BRAIN_COMMAND: 'bin/brain --flag "two words"',
       BRAIN_TIMEOUT_S: '1.5',
       BRAIN_ENV_ALLOW: 'A, B_2',
@@ -119,6 +131,9 @@ t.test('good values: decimals, lists, relative paths, empty outcome reactions', 
     '/srv',
   )
   t.same([...(config.allowedChats as Set<number>)], [12, -1001234567890])
+  t.same([...config.allowedUsers], [12, 5550002])
+  t.equal(config.webhookSecretPrevious, 'previous_secret_0123')
+  t.same(config.trustedProxies, ['127.0.0.1', '::1', '10.0.0.0/8'])
   t.same(config.brain.argv, ['/srv/bin/brain', '--flag', 'two words'], 'a relative command is relative to where the service starts')
   t.equal(config.brain.timeoutMs, 1500)
   t.same(config.brain.envAllow, ['A', 'B_2'])

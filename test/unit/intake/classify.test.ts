@@ -1,8 +1,12 @@
 import t from 'tap'
+import { refusalOf } from '../../../src/intake/access.js'
 import { MAX_UPDATE_DEPTH, classifyUpdate, parseCommand, type ClassifyOptions } from '../../../src/intake/classify.js'
 
 const ALLOWED = 5550001
-const options: ClassifyOptions = { isAllowedChat: (chatId) => chatId === ALLOWED, edits: 'ignore', botUsername: 'coordinator_bot' }
+const GROUP = -1001234567890
+const isAllowedChat = (chatId: number): boolean => chatId === ALLOWED || chatId === GROUP
+const rules = { isAllowedChat, allChats: false, allowedUsers: new Set([ALLOWED]) }
+const options: ClassifyOptions = { refusalOf: (message) => refusalOf(message, rules), isAllowedChat, edits: 'ignore', botUsername: 'coordinator_bot' }
 
 const message = (fields: Record<string, unknown> = {}) => ({
   message_id: 11,
@@ -38,7 +42,50 @@ t.test('content the brain cannot take is unsupported, named', async (t) => {
   for (const kind of ['animation', 'sticker', 'location', 'venue', 'contact', 'poll', 'dice']) {
     t.match(classifyUpdate(update({ message: message({ [kind]: {} }) }), options), { kind: 'unsupported', what: kind })
   }
-  t.match(classifyUpdate(update({ message: message() }), options), { kind: 'unsupported', what: 'this kind of message' })
+  t.match(classifyUpdate(update({ message: message() }), options), { kind: 'ignored', reason: 'no content the service knows' }, 'nothing a person sends: ignored')
+})
+
+t.test('a GIF, as Telegram sends it (its file in document too), is a message for the brain', async (t) => {
+  const gif = { file_id: 'g', file_unique_id: 'ug', file_name: 'a.mp4', mime_type: 'video/mp4' }
+  t.match(classifyUpdate(update({ message: message({ animation: { ...gif, width: 1, height: 1, duration: 1 }, document: gif }) }), options), { kind: 'message' })
+})
+
+t.test('service messages are ignored in allowed chats; in others they show the chat (refused)', async (t) => {
+  for (const fields of [{ pinned_message: { message_id: 1 } }, { new_chat_members: [{ id: 9 }] }, { forum_topic_created: { name: 'x' } }, { video_chat_started: {} }]) {
+    const name = Object.keys(fields)[0] as string
+    t.match(classifyUpdate(update({ message: message({ chat: { id: GROUP, type: 'supergroup' }, ...fields }) }), options), { kind: 'ignored', reason: `service message (${name})` }, name)
+  }
+  t.match(classifyUpdate(update({ message: message({ chat: { id: -42, type: 'group' }, new_chat_members: [{ id: 9 }] }) }), options), { kind: 'refused', reason: 'chat not allowed' })
+  const falsy = message({ caption: 'doc', document: { file_id: 'd' }, delete_chat_photo: false, migrate_to_chat_id: 0 })
+  t.match(classifyUpdate(update({ message: falsy }), options), { kind: 'message' }, 'a false flag or a 0 id is no service message')
+})
+
+t.test('a group upgrade from an allowed group, seen from either side', async (t) => {
+  const to = -1009999999999
+  t.match(classifyUpdate(update({ message: message({ chat: { id: GROUP, type: 'group' }, migrate_to_chat_id: to }) }), options), { kind: 'migrated', from: GROUP, to })
+  t.match(classifyUpdate(update({ message: message({ chat: { id: to, type: 'supergroup' }, migrate_from_chat_id: GROUP }) }), options), { kind: 'migrated', from: GROUP, to })
+  t.match(classifyUpdate(update({ message: message({ chat: { id: -77, type: 'group' }, migrate_to_chat_id: to }) }), options), { kind: 'refused' }, 'not from an allowed group: no upgrade to follow')
+})
+
+t.test('groups: only listed senders; posts as a chat and via inline bots need their own listing', async (t) => {
+  const inGroup = (fields: Record<string, unknown>) => update({ message: message({ chat: { id: GROUP, type: 'supergroup' }, text: 'hi', ...fields }) })
+  t.match(classifyUpdate(inGroup({}), options), { kind: 'message' }, 'a listed sender')
+  t.match(classifyUpdate(inGroup({ from: { id: 6660001, is_bot: false, first_name: 'M' } }), options), { kind: 'refused', reason: 'sender not allowed' })
+  t.match(classifyUpdate(inGroup({ text: '/cancel all', from: { id: 6660001, is_bot: false, first_name: 'M' } }), options), { kind: 'refused' }, 'commands too')
+  t.match(classifyUpdate(inGroup({ sender_chat: { id: GROUP, type: 'supergroup' } }), options), { kind: 'refused', reason: 'posted on behalf of a chat' })
+  t.match(classifyUpdate(inGroup({ via_bot: { id: 7770001, is_bot: true, first_name: 'gif' } }), options), { kind: 'refused', reason: 'sent via an inline bot' })
+  const listingBot = { ...rules, allowedUsers: new Set([ALLOWED, 7770001]) }
+  t.match(classifyUpdate(inGroup({ via_bot: { id: 7770001, is_bot: true, first_name: 'gif' } }), { ...options, refusalOf: (m) => refusalOf(m, listingBot) }), { kind: 'message' }, 'unless listed')
+  t.match(classifyUpdate(update({ message: message({ chat: { id: 5550002, type: 'private' }, from: { id: 5550002 }, text: 'hi' }) }), options), { kind: 'refused', reason: 'chat not allowed' })
+  const byUser = { ...rules, allowedUsers: new Set([5550002]) }
+  t.match(classifyUpdate(update({ message: message({ chat: { id: 5550002, type: 'private' }, from: { id: 5550002 }, text: 'hi' }) }), { ...options, refusalOf: (m) => refusalOf(m, byUser) }), { kind: 'message' }, 'a private chat allowed by its user')
+})
+
+t.test('null fields are absent', async (t) => {
+  t.match(classifyUpdate(update({ message: message({ text: 'hi', caption: null, entities: null, reply_to_message: null }) }), options), { kind: 'message', message: { text: 'hi' } })
+  const doc = classifyUpdate(update({ message: message({ text: null, document: { file_id: 'd', file_name: null } }) }), options)
+  t.match(doc, { kind: 'message', message: { text: '' } })
+  t.notOk(doc.kind === 'message' && 'file_name' in (doc.message.raw.document ?? {}), 'nested nulls too')
 })
 
 t.test('service commands are commands; other slash words go to the brain', async (t) => {
@@ -80,9 +127,10 @@ t.test('authentic updates of other shapes are ignored (a 200), with the reason',
     [update({ message: message({ caption: {} }) }), 'malformed message'],
     [update({ message: message({ text: 'hi', message_thread_id: 'x' }) }), 'malformed message'],
     [update({ message: 'hello' }), 'malformed message'],
-    [update({ message: message({ chat: { id: 999, type: 'private' }, text: 'hi' }) }), 'chat not allowed'],
   ]
   for (const [body, reason] of cases) t.match(classifyUpdate(body, options), { kind: 'ignored', updateId: 700, reason }, reason)
+  const stranger = update({ message: message({ chat: { id: 999, type: 'private' }, from: { id: 999 }, text: 'hi' }) })
+  t.match(classifyUpdate(stranger, options), { kind: 'refused', updateId: 700, reason: 'chat not allowed' }, 'a chat not allowed is refused (and logged)')
 })
 
 t.test(`nesting deeper than ${MAX_UPDATE_DEPTH} levels is ignored; exactly ${MAX_UPDATE_DEPTH} is not`, async (t) => {
