@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { ChatMigrations } from './store/chat-migrations.js'
+import { ChatMigrations, MIGRATIONS_FILE } from './store/chat-migrations.js'
 import { ConfigError, type Config } from './config.js'
 import { buildApp } from './app.js'
 import { Coordinator } from './coordinator.js'
@@ -34,7 +34,7 @@ export async function startService(config: Config, logger: Logger = createLogger
   const brainPath = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd).path
   const inbox = openInbox(config)
   const metrics = new Metrics()
-  const migrations = new ChatMigrations(config.inbox === 'memory' ? undefined : config.stateDir)
+  const migrations = openMigrations(config)
   const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations })
   const locks = new ChatLocks(config.lockDir, logger)
   const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger })
@@ -79,6 +79,14 @@ export async function startService(config: Config, logger: Logger = createLogger
 /** What the log must never show. */
 export function secretsOf(config: Config): string[] {
   return [config.botToken, config.webhookSecret, config.webhookSecretPrevious ?? '']
+}
+
+function openMigrations(config: Config): ChatMigrations {
+  try {
+    return new ChatMigrations(config.inbox === 'memory' ? undefined : config.stateDir)
+  } catch (error) {
+    throw new ConfigError('STATE_DIR', `holds a group-upgrade record that cannot be read (${(error as Error).message}): fix or delete ${MIGRATIONS_FILE} there`)
+  }
 }
 
 function openInbox(config: Config): Inbox {

@@ -1,7 +1,9 @@
+import fs from 'node:fs'
+import path from 'node:path'
 import type { Message, Update } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
-import { delay, eventually, readBrainLog, startStack } from './helpers/service.js'
+import { CLI, SECRET, delay, eventually, readBrainLog, runProgram, startStack, tempDir } from './helpers/service.js'
 
 /** A message as an update in a chat (not a channel) carries it. */
 type UserMessage = NonNullable<Update['message']>
@@ -211,4 +213,13 @@ t.test('an album of 3 photos: one brain run with every file, one answer, every i
     const reactions = emu.callsOf('setMessageReaction').filter((call) => call.params['message_id'] === item.message_id && call.params['chat_id'] === chatId)
     t.same(reactions.map((call) => (call.params['reaction'] as { emoji: string }[])[0]?.emoji), ['👀', '👍'], `item ${item.message_id}: 👀, then 👍`)
   }
+})
+
+t.test('an unreadable record of group upgrades stops the start with one line (exit 2)', async (t) => {
+  const stateDir = tempDir()
+  fs.writeFileSync(path.join(stateDir, 'chat-migrations.json'), '{"-5550300": ')
+  const env = { PATH: process.env['PATH'] ?? '', TELEGRAM_BOT_TOKEN: '123456:x', TELEGRAM_WEBHOOK_SECRET: SECRET, ALLOWED_CHAT_IDS: '1', BRAIN_COMMAND: '/bin/cat', STATE_DIR: stateDir, PORT: '0' }
+  const run = await runProgram(process.execPath, [CLI, 'serve'], { env })
+  t.equal(run.code, 2)
+  t.match(run.stderr, /^coordinator: STATE_DIR holds a group-upgrade record that cannot be read \(.*\): fix or delete chat-migrations\.json there\n$/u)
 })

@@ -1,7 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 
-const MIGRATIONS_FILE = 'chat-migrations.json'
+/** The file in STATE_DIR that remembers groups upgraded to supergroups. */
+export const MIGRATIONS_FILE = 'chat-migrations.json'
 
 /**
  * Groups upgraded to supergroups: Telegram gives the supergroup a new id and refuses anything sent
