@@ -223,3 +223,22 @@ t.test('an unreadable record of group upgrades stops the start with one line (ex
   t.equal(run.code, 2)
   t.match(run.stderr, /^coordinator: STATE_DIR holds a group-upgrade record that cannot be read \(.*\): fix or delete chat-migrations\.json there\n$/u)
 })
+
+t.test('an album under BUSY_MODE=collect and interrupt: still one run, one answer', async (t) => {
+  for (const mode of ['collect', 'interrupt']) {
+    const stack = await startStack({ env: { BUSY_MODE: mode } })
+    const { emu } = stack
+    const chatId = mode === 'collect' ? 5_550_601 : 5_550_602
+    for (let index = 0; index < 3; index++) {
+      emu.sendPhoto({ chatId, mediaGroupId: `album-${mode}`, ...(index === 0 ? { caption: `three in ${mode}` } : {}) })
+      await delay(150)
+    }
+    await emu.waitFor((call) => call.method === 'sendMessage' && call.params['chat_id'] === chatId && call.ok, WAIT)
+    await delay(2000)
+    const runs = readBrainLog(stack.brainLog).filter((line) => line['ev'] === 'start' && line['chat_id'] === chatId)
+    t.equal(runs.length, 1, `${mode}: one brain run`)
+    t.equal((runs[0]?.['messages'] as unknown[] | undefined)?.length, 3, `${mode}: with the three items`)
+    t.equal(emu.callsOf('sendMessage').filter((call) => call.params['chat_id'] === chatId).length, 1, `${mode}: one answer`)
+    await stack.close()
+  }
+})
