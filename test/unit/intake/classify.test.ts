@@ -74,6 +74,8 @@ t.test('groups: only listed senders; posts as a chat and via inline bots need th
   t.match(classifyUpdate(inGroup({ text: '/cancel all', from: { id: 6660001, is_bot: false, first_name: 'M' } }), options), { kind: 'refused' }, 'commands too')
   t.match(classifyUpdate(inGroup({ sender_chat: { id: GROUP, type: 'supergroup' } }), options), { kind: 'refused', reason: 'posted on behalf of a chat' })
   t.match(classifyUpdate(inGroup({ via_bot: { id: 7770001, is_bot: true, first_name: 'gif' } }), options), { kind: 'refused', reason: 'sent via an inline bot' })
+  const listingGroup = { ...rules, allowedUsers: new Set([ALLOWED, GROUP]) }
+  t.match(classifyUpdate(inGroup({ sender_chat: { id: GROUP, type: 'supergroup' } }), { ...options, refusalOf: (m) => refusalOf(m, listingGroup) }), { kind: 'message' }, 'an anonymous admin, once the group itself is listed')
   const listingBot = { ...rules, allowedUsers: new Set([ALLOWED, 7770001]) }
   t.match(classifyUpdate(inGroup({ via_bot: { id: 7770001, is_bot: true, first_name: 'gif' } }), { ...options, refusalOf: (m) => refusalOf(m, listingBot) }), { kind: 'message' }, 'unless listed')
   t.match(classifyUpdate(update({ message: message({ chat: { id: 5550002, type: 'private' }, from: { id: 5550002 }, text: 'hi' }) }), options), { kind: 'refused', reason: 'chat not allowed' })
