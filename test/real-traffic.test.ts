@@ -239,6 +239,8 @@ t.test('an album under BUSY_MODE=collect and interrupt: still one run, one answe
     t.equal(runs.length, 1, `${mode}: one brain run`)
     t.equal((runs[0]?.['messages'] as unknown[] | undefined)?.length, 3, `${mode}: with the three items`)
     t.equal(emu.callsOf('sendMessage').filter((call) => call.params['chat_id'] === chatId).length, 1, `${mode}: one answer`)
+    const interruptions = stack.svc.logs.filter((line) => line.msg === 'running brain interrupted by this message' && line['chat_id'] === chatId)
+    t.equal(interruptions.length, 0, `${mode}: an album's items join its turn, none interrupts it`)
     await stack.close()
   }
 })

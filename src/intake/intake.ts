@@ -8,6 +8,7 @@ import { InboxWriteError, type Inbox, type StoredMessage } from '../store/inbox.
 import type { PendingAcks } from '../telegram/acks.js'
 import type { TelegramClient } from '../telegram/client.js'
 import { deliver } from '../telegram/delivery.js'
+import { mediaGroupOf } from '../telegram/updates.js'
 import { refusalOf, type AccessRules, type Refusal } from './access.js'
 import { classifyUpdate, type IncomingMessage } from './classify.js'
 import { answerCommand, type CommandAnswer } from './service-commands.js'
@@ -142,7 +143,7 @@ export class Intake {
       else this.#acknowledge(updateId, message, receivedAt, messageLog)
       messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
       // A newer message stops the running brain; the next run takes every message not yet answered.
-      if (config.busyMode === 'interrupt' && dispatcher.stop(message.chatId, 'interrupt')) {
+      if (config.busyMode === 'interrupt' && !joinsAlbum(inbox, message, seq) && dispatcher.stop(message.chatId, 'interrupt')) {
         messageLog.info('running brain interrupted by this message')
       }
       dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
@@ -192,6 +193,15 @@ export class Intake {
       (error: unknown) => log.warn({ err: error }, 'receipt reaction failed'),
     )
   }
+}
+
+/**
+ * An album's later item, while an earlier one still waits in the queue: it joins the turn settling
+ * that album (turn/albums.ts) instead of interrupting it.
+ */
+function joinsAlbum(inbox: Inbox, message: IncomingMessage, seq: number): boolean {
+  const album = message.raw.media_group_id
+  return album !== undefined && inbox.queuedInChat(message.chatId).some((queued) => queued.seq !== seq && mediaGroupOf(queued.updateJson) === album)
 }
 
 /** The receipt reaction as a webhook reply: the Bot API runs it, but nobody learns whether it worked. */

@@ -17,3 +17,9 @@ export function handledUpdates(edits: EditsMode): UpdateKind[] {
 export function messageOf(update: Update): Message | undefined {
   return update.message ?? update.edited_message
 }
+
+/** The album (media group) a stored update's message belongs to, if any. */
+export function mediaGroupOf(updateJson: string): string | undefined {
+  const id = messageOf(JSON.parse(updateJson) as Update)?.media_group_id
+  return typeof id === 'string' && id !== '' ? id : undefined
+}

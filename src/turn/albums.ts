@@ -1,5 +1,5 @@
-import type { Update } from 'grammy/types'
 import type { Inbox, StoredMessage } from '../store/inbox.js'
+import { mediaGroupOf } from '../telegram/updates.js'
 
 /**
  * Telegram delivers an album (photos or files sent together) as one update per item, sharing a
@@ -12,9 +12,7 @@ const ALBUM_MAX_WAIT_MS = 5000
 
 /** The album a stored message belongs to, if any. */
 export function albumOf(message: StoredMessage): string | undefined {
-  const update = JSON.parse(message.updateJson) as Update
-  const id = (update.message ?? update.edited_message)?.media_group_id
-  return typeof id === 'string' && id !== '' ? id : undefined
+  return mediaGroupOf(message.updateJson)
 }
 
 /**
