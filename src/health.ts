@@ -1,4 +1,4 @@
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
+import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks'
 
 const WINDOW_MS = 10_000
 const RESOLUTION_MS = 10
@@ -8,8 +8,8 @@ const RESOLUTION_MS = 10
  * current and the previous window is reported, so a stall shows for at least one full window.
  */
 export class EventLoopDelay {
-  #current: IntervalHistogram
-  #previous: IntervalHistogram
+  #current: ELDHistogram
+  #previous: ELDHistogram
   #timer: NodeJS.Timeout
 
   constructor() {
@@ -42,6 +42,6 @@ export class EventLoopDelay {
   }
 }
 
-function percentile99(histogram: IntervalHistogram): number {
+function percentile99(histogram: ELDHistogram): number {
   return histogram.count === 0 ? 0 : histogram.percentile(99)
 }
