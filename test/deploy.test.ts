@@ -9,7 +9,8 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { caddyMissing, freePort, PROJECT_CADDYFILE, REPO_ROOT, startCaddy } from './helpers/caddy.js'
+import { caddyMissing, freePort, PROJECT_CADDYFILE, startCaddy } from './helpers/caddy.js'
+import { ROOT } from './helpers/root.js'
 import { runProgram, type Run } from './helpers/service.js'
 
 
@@ -257,10 +258,10 @@ function stageUnits(t: Test): string {
   fs.mkdirSync(path.join(prefix, 'dist'), { recursive: true })
   fs.mkdirSync(path.join(prefix, 'scripts'), { recursive: true })
   fs.writeFileSync(path.join(prefix, 'dist', 'cli.js'), '#!/bin/sh\nexit 0\n', { mode: 0o755 })
-  fs.copyFileSync(path.join(REPO_ROOT, 'scripts', 'healthcheck'), path.join(prefix, 'scripts', 'healthcheck'))
+  fs.copyFileSync(path.join(ROOT, 'scripts', 'healthcheck'), path.join(prefix, 'scripts', 'healthcheck'))
   fs.chmodSync(path.join(prefix, 'scripts', 'healthcheck'), 0o755)
   for (const unit of UNITS) {
-    const text = fs.readFileSync(path.join(REPO_ROOT, 'systemd', unit), 'utf8')
+    const text = fs.readFileSync(path.join(ROOT, 'systemd', unit), 'utf8')
     const staged = text.replace(/^(ExecStart=[-@:+!]*)\/opt\/coordinator\//gmu, `$1${prefix}`)
     fs.writeFileSync(path.join(dir, unit), staged, { mode: 0o644 })
   }
@@ -281,7 +282,7 @@ void t.test('systemd units', async (t) => {
     t.equal(result.code, 0, result.stderr)
     t.equal(result.stderr.trim(), '', 'no warnings on stderr')
     for (const unit of UNITS) {
-      const original = fs.readFileSync(path.join(REPO_ROOT, 'systemd', unit), 'utf8').split('\n')
+      const original = fs.readFileSync(path.join(ROOT, 'systemd', unit), 'utf8').split('\n')
       const staged = fs.readFileSync(path.join(dir, unit), 'utf8').split('\n')
       const changed = original.filter((line, i) => line !== staged[i])
       t.ok(changed.every((line) => line.startsWith(`ExecStart=${INSTALL_PREFIX}`)), `${unit}: only ExecStart= was re-rooted`)
@@ -297,7 +298,7 @@ void t.test('systemd units', async (t) => {
   })
 
   await t.test('coordinator.service keeps the choices the service depends on', async (t) => {
-    const unit = parseUnit(fs.readFileSync(path.join(REPO_ROOT, 'systemd', 'coordinator.service'), 'utf8'))
+    const unit = parseUnit(fs.readFileSync(path.join(ROOT, 'systemd', 'coordinator.service'), 'utf8'))
     const one = (key: string): string | undefined => unit.get(key)?.at(-1)
     t.equal(one('Type'), 'exec')
     t.equal(one('User'), 'coordinator')
@@ -321,7 +322,7 @@ void t.test('systemd units', async (t) => {
 // ---------------------------------------------------------------------------------------------
 // scripts/healthcheck
 
-const HEALTHCHECK = path.join(REPO_ROOT, 'scripts', 'healthcheck')
+const HEALTHCHECK = path.join(ROOT, 'scripts', 'healthcheck')
 
 void t.test('scripts/healthcheck restarts the unit after N consecutive failures', async (t) => {
   const dir = tempDir(t, 'healthcheck')

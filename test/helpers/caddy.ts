@@ -8,10 +8,9 @@ import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { ROOT } from './root.js'
 
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
-export const PROJECT_CADDYFILE = path.join(REPO_ROOT, 'Caddyfile')
+export const PROJECT_CADDYFILE = path.join(ROOT, 'Caddyfile')
 
 /** The reason Caddy tests may not run, or undefined when `caddy` is on PATH and answers. */
 export function caddyMissing(): string | undefined {

@@ -2,11 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Api } from 'grammy'
 import { startEmulator, type BotApiEmulator } from '../../src/emulator/index.js'
+import { ROOT } from './root.js'
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export { ROOT }
 export const CLI = path.join(ROOT, 'dist/cli.js')
 export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
 export const TOKEN = '123456:TEST-token'

@@ -4,10 +4,10 @@
 // and for its reply?
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
-import type { BotApiEmulator, RecordedCall } from '../emulator/index.js'
-import { startEmulator } from '../emulator/index.js'
+import type { BotApiEmulator, RecordedCall } from '../src/emulator/index.js'
+import { startEmulator } from '../src/emulator/index.js'
 import {
-  BENCH_DIST,
+  BENCH_BUILD,
   BenchChild,
   SECRET,
   TEST_BRAIN,
@@ -108,14 +108,14 @@ async function startDesign(design: Design, emulator: BotApiEmulator): Promise<()
     case 'grammy-webhook-default': {
       const port = await freePort()
       const timeout: Record<string, string> = design === 'grammy-webhook-default' ? { WEBHOOK_TIMEOUT_MS: String(GRAMMY_DEFAULT_TIMEOUT_MS) } : {}
-      const child = new BenchChild('grammy-webhook baseline', path.join(BENCH_DIST, 'baselines/grammy-webhook.js'), [], { ...env, ...timeout, PORT: String(port) })
+      const child = new BenchChild('grammy-webhook baseline', path.join(BENCH_BUILD, 'baselines/grammy-webhook.js'), [], { ...env, ...timeout, PORT: String(port) })
       const url = `http://127.0.0.1:${port}`
       await waitUntilUp(`${url}/livez`, child)
       await pointWebhookAt(emulator.url, `${url}${WEBHOOK_PATH}`)
       return () => child.stop()
     }
     case 'long-poll': {
-      const child = new BenchChild('long-poll baseline', path.join(BENCH_DIST, 'baselines/long-poll.js'), [], env, { readLog: true })
+      const child = new BenchChild('long-poll baseline', path.join(BENCH_BUILD, 'baselines/long-poll.js'), [], env, { readLog: true })
       await child.waitForLog((line) => line.msg === 'ready', 10_000)
       return () => child.kill()
     }

@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark of the issue, then docs/BENCHMARKS.md.
-//   node dist/bench/run.js [--only intake,ack,hol,memory,dispatch,recovery] [--duration S]
+//   node build/bench/run.js [--only intake,ack,hol,memory,dispatch,recovery] [--duration S]
 //     [--hol-brain-s S] [--memory-chats N] [--cpu-prof DIR] [--out FILE]
 import fs from 'node:fs'
 import os from 'node:os'

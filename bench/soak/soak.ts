@@ -3,15 +3,15 @@ import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Api } from 'grammy'
 import type { Message } from 'grammy/types'
-import { startEmulator, type BotApiEmulator, type RecordedCall } from '../emulator/index.js'
-import { percentile } from '../percentile.js'
+import { startEmulator, type BotApiEmulator, type RecordedCall } from '../../src/emulator/index.js'
+import { percentile } from '../../src/percentile.js'
+import { ROOT } from '../../test/helpers/root.js'
 
-// Resolved from this file (dist/soak/soak.js), so the soak runs from any working directory.
-const CLI_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../cli.js')
+// Resolved from the project's root, so the soak runs from any working directory.
+const CLI_PATH = path.join(ROOT, 'dist/cli.js')
 const TOKEN = '123456:SOAK-token'
 const ACK_EMOJI = '👀'
 const USAGE = 'usage: scripts/soak [--minutes N] [--rate M] [--fail F] [--chats C] [--slots S] [--long-brain]'

@@ -1,7 +1,7 @@
 // Recovery: a restart that finds 10,000 queued messages in the inbox, until its first brain starts,
 // beside the same restart with one queued message.
-import { startEmulator } from '../emulator/index.js'
-import { SqliteInbox } from '../store/sqlite.js'
+import { startEmulator } from '../src/emulator/index.js'
+import { SqliteInbox } from '../src/store/sqlite.js'
 import { TOKEN, startService, tempDir, textMessage, writeStampBrain, type LogLine } from './harness.js'
 import { table, verdict, type Section } from './report.js'
 import { fmt, median } from './stats.js'

@@ -9,10 +9,12 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { Api } from 'grammy'
 import type { Chat, Message, User } from 'grammy/types'
+import { ROOT } from '../test/helpers/root.js'
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export { ROOT }
 export const CLI = path.join(ROOT, 'dist/cli.js')
-export const BENCH_DIST = path.join(ROOT, 'dist/bench')
+/** Where the benchmark's own compiled scripts are (build/bench): the probe, the baselines, … */
+export const BENCH_BUILD = path.dirname(fileURLToPath(import.meta.url))
 /** The scriptable test brain: `sleep=S`, `hang`, `silent`, … (see its header). */
 export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
 export const TOKEN = '123456:BENCH-token'
@@ -280,7 +282,7 @@ export interface Probed {
 }
 
 export function probeHealth(serviceUrl: string, perS: number, durationS: number): { result: Promise<Probed> } {
-  const probe = new BenchChild('healthz probe', path.join(BENCH_DIST, 'probe.js'), [`${serviceUrl}/healthz`, String(perS), String(durationS)], {}, { readLog: true })
+  const probe = new BenchChild('healthz probe', path.join(BENCH_BUILD, 'probe.js'), [`${serviceUrl}/healthz`, String(perS), String(durationS)], {}, { readLog: true })
   return {
     result: probe
       .waitForLog((line) => line.msg === 'probe', durationS * 1000 + 10_000)

@@ -3,7 +3,7 @@
 import path from 'node:path'
 import autocannon from 'autocannon'
 import {
-  BENCH_DIST,
+  BENCH_BUILD,
   BenchChild,
   HEADERS,
   SLOTS,
@@ -207,7 +207,7 @@ async function inspectorUrlOf(child: BenchChild): Promise<string> {
 /** Full GC in the service; returns V8's heap after it. */
 async function forceGc(inspectorUrl: string): Promise<Heap> {
   const hasWebSocket = (globalThis as { WebSocket?: unknown }).WebSocket !== undefined
-  const child = new BenchChild('inspector', path.join(BENCH_DIST, 'inspector.js'), [inspectorUrl], {}, {
+  const child = new BenchChild('inspector', path.join(BENCH_BUILD, 'inspector.js'), [inspectorUrl], {}, {
     readLog: true,
     nodeArgs: hasWebSocket ? [] : ['--experimental-websocket', '--no-warnings'],
   })

@@ -1,7 +1,7 @@
 // Forces a full garbage collection in another node process through its inspector (started with
 // --inspect), and prints the JS heap before and after as one JSON line: {msg: "gc", before, after}.
 // Node 20 needs --experimental-websocket for the global WebSocket; run.ts passes it when needed.
-//   node [--experimental-websocket] dist/bench/inspector.js ws://127.0.0.1:PORT/ID
+//   node [--experimental-websocket] build/bench/inspector.js ws://127.0.0.1:PORT/ID
 
 interface MinimalWebSocket {
   addEventListener(type: 'open' | 'error' | 'close', listener: () => void): void

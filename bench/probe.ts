@@ -1,6 +1,6 @@
 // A /healthz poller in its own process, so that the load generator's busy event loop never shows up
 // in the health check's latency. Prints one JSON line when done: {msg: "probe", latencies, failures}.
-//   node dist/bench/probe.js URL RATE_PER_S DURATION_S
+//   node build/bench/probe.js URL RATE_PER_S DURATION_S
 import http from 'node:http'
 import { performance } from 'node:perf_hooks'
 

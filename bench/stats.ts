@@ -1,4 +1,4 @@
-import { percentileOfSorted } from '../percentile.js'
+import { percentileOfSorted } from '../src/percentile.js'
 
 /** A sample's distribution, in the sample's unit. */
 export interface Summary {

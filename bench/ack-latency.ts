@@ -1,7 +1,7 @@
 // 👀 latency: from the moment Telegram POSTs an update to the moment the 👀 reaction reaches the Bot
 // API, at a steady 100 updates/s while every brain slot is held by a slow brain.
-import type { BotApiEmulator } from '../emulator/index.js'
-import { startEmulator } from '../emulator/index.js'
+import type { BotApiEmulator } from '../src/emulator/index.js'
+import { startEmulator } from '../src/emulator/index.js'
 import {
   SLOTS,
   TOKEN,

@@ -2,7 +2,7 @@
 // cost of starting the same brain straight from a process that does nothing else.
 import { spawn } from 'node:child_process'
 import { performance } from 'node:perf_hooks'
-import { startEmulator } from '../emulator/index.js'
+import { startEmulator } from '../src/emulator/index.js'
 import {
   TOKEN,
   WEBHOOK_PATH,

@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
 import {
-  BENCH_DIST,
+  BENCH_BUILD,
   BenchChild,
   HEADERS,
   SECRET,
@@ -162,7 +162,7 @@ async function startEssential(emulator: EmulatorProcess, firstChat: number): Pro
   await registerChats(emulator.url, Array.from({ length: CHATS }, (_, i) => firstChat + 1 + i))
   const port = await freePort()
   const env = { TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: emulator.url, TELEGRAM_WEBHOOK_SECRET: SECRET, PORT: String(port) }
-  const child = new BenchChild('essential', path.join(BENCH_DIST, 'essential.js'), [], env, { profile: true })
+  const child = new BenchChild('essential', path.join(BENCH_BUILD, 'essential.js'), [], env, { profile: true })
   const url = `http://127.0.0.1:${port}`
   await waitUntilUp(`${url}/livez`, child)
   return { name: 'essential (Fastify + grammY reaction)', url, child, firstChat, ackInAnswer: false, isService: false }
@@ -327,7 +327,7 @@ function report(rows: readonly Row[], durationS: number): Section {
       `machine's background load weighs on all alike): POST ${WEBHOOK_PATH} with a fresh update_id per request, text \`silent\`,`,
       `over ${CHATS} chats per variant, while the ${SLOTS} brain slots are held by \`hang\` messages, so every update queues.`,
       `*durable* is \`coordinator serve\` (SQLite inbox, 👀 through the Bot API); *webhook-reply* returns the 👀 in the 200 body`,
-      `instead; *memory* keeps the inbox in memory; *essential* is a bare Fastify route (\`dist/bench/essential.js\`) that answers 200`,
+      `instead; *memory* keeps the inbox in memory; *essential* is a bare Fastify route (\`build/bench/essential.js\`) that answers 200`,
       `and fires the same \`setMessageReaction\` through grammY. Each runs in its own process, all started up front; the emulator`,
       `(\`coordinator emulator\`) in another; autocannon in the bench's. Each variant first gets ${WARM_UP_S} s of load, unmeasured.`,
       `/healthz is polled ${HEALTH_CHECKS_PER_S}/s from a separate process while a service is loaded.`,
