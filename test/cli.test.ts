@@ -200,7 +200,7 @@ t.test('check passes against a good setup, one ✓ line per check', async (t) =>
   // Under systemd (docs/DEPLOY.md's `coord`), LOCK_DIR defaults into a RuntimeDirectory= that
   // exists only while the service runs.
   const runtime = path.join(tempDir(t), 'run', 'coordinator')
-  const systemdEnv = { ...env, RUNTIME_DIRECTORY: runtime }
+  const systemdEnv: Record<string, string> = { ...env, RUNTIME_DIRECTORY: runtime }
   delete systemdEnv['LOCK_DIR']
   const underSystemd = await cli(['check'], systemdEnv)
   t.equal(underSystemd.code, 0, underSystemd.stdout)

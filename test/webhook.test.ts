@@ -77,7 +77,13 @@ t.test('webhook requests', async (t) => {
     const callbackStatus = (await post(svc.url, JSON.stringify({ update_id: 500, callback_query: { id: 'x', from: { id: 1 }, data: 'y' } }))).status
     t.equal(callbackStatus, 200, 'a callback query is ignored with 200')
     emu.pushUpdate({
-      message: { message_id: 90, date: 1_700_000_000, chat: { id: 5550001, type: 'private', first_name: 'T' }, location: { latitude: 1, longitude: 2 } },
+      message: {
+        message_id: 90,
+        date: 1_700_000_000,
+        chat: { id: 5550001, type: 'private', first_name: 'T' },
+        from: { id: 5550001, is_bot: false, first_name: 'T' },
+        location: { latitude: 1, longitude: 2 },
+      },
     })
     const note = await emu.waitFor((call) => call.method === 'sendMessage' && /can't handle location/u.test(String(call.params['text'])), { timeoutMs: 10_000 })
     t.ok(note.ok, 'a location gets a short "not supported" reply')
