@@ -1,11 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
-/** What a webhook request came to. `rejected` carries a reason label. */
-export type UpdateOutcome = 'accepted' | 'duplicate' | 'ignored' | 'rejected'
-
-/** How a brain run ended, as counted in coordinator_brain_runs_total. */
-export type RunOutcome = 'done' | 'failed' | 'timed_out' | 'cancelled' | 'spawn_error'
-
 // Latency buckets in seconds, dense where the service's targets are (1–20 ms).
 const FAST_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 const BRAIN_BUCKETS = [0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 90, 180, 300, 600]

@@ -94,7 +94,7 @@ t.test('coordinator demo --delay 1 plays the script and prints a timeline with �
 
   const conversation = lines.slice(0, timelineAt).join('\n')
   t.match(conversation, /… 🤔 thinking… \(1\/3\)$/mu, 'the conversation shows a status message')
-  t.match(conversation, /… 🤔 thinking… \([23]\/3\)  \(edited\)$/mu, 'and its edits')
+  t.match(conversation, /… 🤔 thinking… \([23]\/3\) {2}\(edited\)$/mu, 'and its edits')
   t.match(conversation, /← 🧠 Working on your message for \d+ s\. · .*(Brains busy|queued)/mu, 'the /status answer, on one line')
   t.match(conversation, /← ⏹ Stopped the brain working on your message after \d+ s\.$/mu, 'the /cancel answer')
 

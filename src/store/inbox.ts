@@ -6,7 +6,6 @@
 /** Where a message is in its life. `queued → running → done | failed | timed_out | cancelled`. */
 export type MessageState = 'queued' | 'running' | 'done' | 'failed' | 'timed_out' | 'cancelled'
 export const MESSAGE_STATES: readonly MessageState[] = ['queued', 'running', 'done', 'failed', 'timed_out', 'cancelled']
-export const FINISHED_STATES: readonly MessageState[] = ['done', 'failed', 'timed_out', 'cancelled']
 
 /**
  * Whether the message's reply reached the chat. `pending` survives a crash, so a computed reply is
