@@ -140,7 +140,7 @@ async function healthz(stack: Stack): Promise<{ brains: { running: number }; que
 t.test('each faulty brain is bounded, killed and answered, and leaves nothing behind', async (t) => {
   const stack = await startFaultStack()
   t.teardown(() => stack.close())
-  const servicePid = stack.svc.proc.pid as number
+  const servicePid = stack.svc.pid
 
   // The service stays responsive while brains flood it: /livez is polled throughout.
   let livezMaxMs = 0
@@ -259,13 +259,13 @@ t.test('a brain that cannot be spawned gets the user a notice', async (t) => {
 
   const unstarted = stack.svc.logs.filter((line) => line.msg === 'child reaped' && line['outcome'] === 'spawn_error')
   t.equal(unstarted.length, 2, 'each failed spawn is logged as reaped, with no pid')
-  t.same(childrenOf(stack.svc.proc.pid as number), [], 'the service has no child left')
+  t.same(childrenOf(stack.svc.pid), [], 'the service has no child left')
 })
 
 t.test('500 faulty runs: fds, children and process groups return to where they were', async (t) => {
   const stack = await startFaultStack()
   t.teardown(() => stack.close())
-  const servicePid = stack.svc.proc.pid as number
+  const servicePid = stack.svc.pid
   const slots = Number(LIMITS.MAX_CONCURRENT_BRAINS)
   const atStart = { fds: fdsOf(servicePid), children: childrenOf(servicePid).length }
   t.equal(atStart.children, 0, 'no child of the service at start')

@@ -50,7 +50,7 @@ t.test('a hung brain with a grandchild is killed at its budget; the user is told
     return current === undefined || current === 'Z' ? (current ?? 'gone') : undefined
   }, 5000, 'the grandchild to die')
   t.ok(state === 'gone' || state === 'Z', `the grandchild is not running (${state}; a zombie of PID 1 where init does not reap)`)
-  t.same(zombieChildrenOf(stack.svc.proc.pid!), [], 'no zombie children of the service')
+  t.same(zombieChildrenOf(stack.svc.pid), [], 'no zombie children of the service')
   const reaped = await stack.svc.waitForLog((line) => line.msg === 'child reaped')
   t.match(reaped, { outcome: 'timed_out', update_id: Number, chat_id: CHAT })
   t.equal(readBrainLog(stack.brainLog).filter((event) => event['ev'] === 'start').length, 1, 'a timeout is not retried')

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -7,6 +6,7 @@ import { parseArgs } from 'node:util'
 import { Api } from 'grammy'
 import type { Message } from 'grammy/types'
 import { startEmulator, type BotApiEmulator, type RecordedCall } from '../../src/emulator/index.js'
+import { ServiceProcess, type ServiceLogLine } from '../../src/demo/service.js'
 import { percentile } from '../../src/percentile.js'
 import { ROOT } from '../../test/helpers/root.js'
 
@@ -100,71 +100,45 @@ case $3 in
 esac
 `
 
-/** The service under soak: `node dist/cli.js serve` with its log parsed into counters, not kept. */
+/** The service under soak (the shared ServiceProcess), its log counted as it is read, not kept. */
 class SoakService {
-  readonly child: ChildProcess
-  readonly exited: Promise<number | null>
-  url = ''
   /** Every brain's pid (its process group id), from `child started`. */
   readonly brainPids = new Set<number>()
   /** Attempts that timed out without a process: they waited for a slot past their deadline. */
   timedOutUnstarted = 0
   longBrainMs: number | undefined
   errors = 0
-  #ready: Promise<void>
-  #stderr = ''
+  #process: ServiceProcess | undefined
 
-  constructor(env: Record<string, string>) {
-    this.child = spawn(process.execPath, [CLI_PATH, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    this.exited = new Promise((resolve) => this.child.once('close', (code) => resolve(code)))
-    let partial = ''
-    let onReady: () => void = () => undefined
-    this.#ready = new Promise((resolve) => {
-      onReady = resolve
-    })
-    this.child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      const lines = (partial + chunk).split('\n')
-      partial = lines.pop() ?? ''
-      for (const line of lines) this.#take(line, onReady)
-    })
-    this.child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      this.#stderr = (this.#stderr + chunk).slice(-4000)
-    })
+  /** Starts the service and resolves once it listens. */
+  static async start(env: Record<string, string>): Promise<SoakService> {
+    const service = new SoakService()
+    service.#process = await ServiceProcess.start(CLI_PATH, env, { keepLogs: false, onLog: (line) => service.#take(line) })
+    return service
+  }
+
+  get #running(): ServiceProcess {
+    if (!this.#process) throw new Error('the soak service was not started')
+    return this.#process
   }
 
   get pid(): number {
-    return this.child.pid as number
+    return this.#running.pid
   }
 
-  async ready(timeoutMs = 20_000): Promise<void> {
-    const failed = this.exited.then((code) => {
-      throw new Error(`the service exited (${code}) before it was ready: ${this.#stderr}`)
-    })
-    const late = delay(timeoutMs).then(() => {
-      throw new Error(`the service was not ready within ${timeoutMs} ms: ${this.#stderr}`)
-    })
-    await Promise.race([this.#ready, failed, late])
+  get url(): string {
+    return this.#running.url
   }
 
+  /** SIGTERM, then the exit code once it has drained. */
   async stop(): Promise<number | null> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM')
-    return this.exited
+    return (await this.#running.stop()).code
   }
 
-  #take(text: string, onReady: () => void): void {
-    let line: Record<string, unknown>
-    try {
-      line = JSON.parse(text) as Record<string, unknown>
-    } catch {
-      return
-    }
+  #take(line: ServiceLogLine): void {
     const pid = typeof line['pid'] === 'number' ? line['pid'] : undefined
-    if (Number(line['level']) >= 50) this.errors++
-    switch (line['msg']) {
-      case 'coordinator ready':
-        this.url = String(line['url'])
-        onReady()
-        break
+    if (line.level >= 50) this.errors++
+    switch (line.msg) {
       case 'child started':
         if (pid !== undefined) this.brainPids.add(pid)
         break
@@ -243,7 +217,7 @@ async function startStack(stateDir: string, marker: string, limits: Record<strin
   fs.mkdirSync(stateDir, { recursive: true })
   const brain = path.join(stateDir, 'soak-brain')
   fs.writeFileSync(brain, SOAK_BRAIN, { mode: 0o755 })
-  const service = new SoakService({
+  const service = await SoakService.start({
     PATH: process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin',
     HOME: os.tmpdir(),
     TELEGRAM_BOT_TOKEN: TOKEN,
@@ -258,7 +232,6 @@ async function startStack(stateDir: string, marker: string, limits: Record<strin
     LOG_LEVEL: 'info',
     ...limits,
   })
-  await service.ready()
   await new Api(TOKEN, { apiRoot: emulator.url }).setWebhook(`${service.url}/telegram/webhook`, { secret_token: secret })
   return { emulator, service }
 }

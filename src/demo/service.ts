@@ -13,14 +13,28 @@ export interface ServiceExit {
   readonly signal: NodeJS.Signals | null
 }
 
+export interface ServiceStartOptions {
+  /** Called with every log line as it is read (the soak counts lines this way). */
+  readonly onLog?: (line: ServiceLogLine) => void
+  /** Keep every line in `logs` (the default); a long run that only counts turns this off. */
+  readonly keepLogs?: boolean
+  readonly readyTimeoutMs?: number
+}
+
 /** pino's number for the warn level; error and fatal are above it. */
 export const LOG_LEVEL_WARN = 40
 const READY_TIMEOUT_MS = 20_000
-const STDERR_KEPT_CHARS = 4000
+const STDERR_KEPT_CHARS = 8000
+
+interface LogWaiter {
+  readonly match: (line: ServiceLogLine) => boolean
+  readonly resolve: (line: ServiceLogLine) => void
+}
 
 /**
- * The real service, `node <cli> serve`, in a child process. Its log (JSON on a pipe) is parsed and
- * kept, never printed: the demo reads it for brain start and end times.
+ * The real service, `node <cli> serve`, in a child process, for the demo, the tests and the
+ * soak. Its log (JSON on a pipe) is parsed, never printed. The environment is exactly `env`:
+ * nothing of the parent's (NODE_OPTIONS loaders included) leaks in.
  */
 export class ServiceProcess {
   readonly logs: ServiceLogLine[] = []
@@ -28,11 +42,16 @@ export class ServiceProcess {
   /** The address it listens on, from its `coordinator ready` line. */
   url = ''
   readonly #child: ChildProcess
+  readonly #options: ServiceStartOptions
+  #waiters = new Set<LogWaiter>()
   #stderr = ''
   #closed = false
 
-  private constructor(cliPath: string, env: Readonly<Record<string, string>>) {
-    this.#child = spawn(process.execPath, [cliPath, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  private constructor(cliPath: string, env: Readonly<Record<string, string>>, options: ServiceStartOptions) {
+    this.#options = options
+    // A test runner may add its loaders to every child's NODE_OPTIONS, whatever `env` says (tap
+    // does); `env -u` drops them, then execs node, so the pid stays the service's.
+    this.#child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, cliPath, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     // 'close', not 'exit': by then its pipes are drained, so the log is complete.
     this.exited = new Promise((resolve) =>
       this.#child.once('close', (code, signal) => {
@@ -51,17 +70,24 @@ export class ServiceProcess {
     })
   }
 
-  /** Starts the service and resolves once it listens; rejects with its stderr if it exits first. */
-  static async start(cliPath: string, env: Readonly<Record<string, string>>): Promise<ServiceProcess> {
-    const service = new ServiceProcess(cliPath, env)
-    const ready = await service.#waitForLog((line) => line.msg === 'coordinator ready', READY_TIMEOUT_MS)
-    if (ready === undefined) {
-      const exit = service.#closed ? await service.exited : await service.stop()
-      const why = service.#closed ? `exited (code ${exit.code}) before it was ready` : `was not ready within ${READY_TIMEOUT_MS / 1000} s`
+  /** Starts the service and resolves once it listens; rejects with its log and stderr if it exits first. */
+  static async start(cliPath: string, env: Readonly<Record<string, string>>, options: ServiceStartOptions = {}): Promise<ServiceProcess> {
+    const service = new ServiceProcess(cliPath, env, options)
+    const timeoutMs = options.readyTimeoutMs ?? READY_TIMEOUT_MS
+    try {
+      const ready = await service.waitForLog((line) => line.msg === 'coordinator ready', timeoutMs)
+      service.url = String(ready['url'])
+    } catch {
+      const why = service.#closed ? `exited (code ${(await service.exited).code}) before it was ready` : `was not ready within ${timeoutMs / 1000} s`
+      if (!service.#closed) await service.stop('SIGKILL')
       throw new Error(`the service ${why}:\n${service.tail(10)}`)
     }
-    service.url = String(ready['url'])
     return service
+  }
+
+  /** The process id (also its process group's: brains run in groups of their own). */
+  get pid(): number {
+    return this.#child.pid as number
   }
 
   /** False once the process has exited. */
@@ -69,9 +95,39 @@ export class ServiceProcess {
     return !this.#closed
   }
 
-  /** SIGTERM, then waits for the exit: the service drains (running brains finish) and exits 0. */
-  async stop(): Promise<ServiceExit> {
-    if (this.#child.exitCode === null && this.#child.signalCode === null) this.#child.kill('SIGTERM')
+  /** The end of its stderr. */
+  get stderr(): string {
+    return this.#stderr
+  }
+
+  /** The first log line (already read or still to come) that matches; rejects after `timeoutMs` or when the service exits. */
+  waitForLog(match: (line: ServiceLogLine) => boolean, timeoutMs = 15_000): Promise<ServiceLogLine> {
+    const seen = this.logs.find(match)
+    if (seen) return Promise.resolve(seen)
+    return new Promise((resolve, reject) => {
+      const fail = (why: string): void => {
+        this.#waiters.delete(waiter)
+        clearTimeout(timer)
+        reject(new Error(`no matching log line: ${why}; last lines:\n${this.tail(15)}`))
+      }
+      const waiter: LogWaiter = {
+        match,
+        resolve: (line) => {
+          clearTimeout(timer)
+          resolve(line)
+        },
+      }
+      const timer = setTimeout(() => fail(`none within ${timeoutMs} ms`), timeoutMs)
+      this.#waiters.add(waiter)
+      void this.exited.then(({ code, signal }) => {
+        if (this.#waiters.has(waiter)) fail(`the service exited (${code ?? signal})`)
+      })
+    })
+  }
+
+  /** Sends `signal` (SIGTERM: the service drains, running brains finish, and exits 0) and waits for the exit. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<ServiceExit> {
+    if (this.#child.exitCode === null && this.#child.signalCode === null) this.#child.kill(signal)
     return this.exited
   }
 
@@ -83,21 +139,19 @@ export class ServiceProcess {
 
   #parse(text: string): void {
     if (!text.trim()) return
+    let line: ServiceLogLine
     try {
-      this.logs.push(JSON.parse(text) as ServiceLogLine)
+      line = JSON.parse(text) as ServiceLogLine
     } catch {
-      this.logs.push({ level: LOG_LEVEL_WARN, time: Date.now(), msg: text })
+      // Anything but a JSON line is unexpected output: it counts as a warning.
+      line = { level: LOG_LEVEL_WARN, time: Date.now(), msg: text }
     }
-  }
-
-  // Polls the parsed lines: the log is small and this runs only until the service is ready.
-  async #waitForLog(match: (line: ServiceLogLine) => boolean, timeoutMs: number): Promise<ServiceLogLine | undefined> {
-    const until = Date.now() + timeoutMs
-    while (Date.now() < until && !this.#closed) {
-      const line = this.logs.find(match)
-      if (line) return line
-      await new Promise((resolve) => setTimeout(resolve, 20))
+    if (this.#options.keepLogs !== false) this.logs.push(line)
+    this.#options.onLog?.(line)
+    for (const waiter of this.#waiters) {
+      if (!waiter.match(line)) continue
+      this.#waiters.delete(waiter)
+      waiter.resolve(line)
     }
-    return this.logs.find(match)
   }
 }

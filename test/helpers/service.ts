@@ -1,8 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Api } from 'grammy'
+import { ServiceProcess, type ServiceLogLine } from '../../src/demo/service.js'
 import { startEmulator, type BotApiEmulator } from '../../src/emulator/index.js'
 import { ROOT } from './root.js'
 
@@ -12,88 +13,8 @@ export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
 export const TOKEN = '123456:TEST-token'
 export const SECRET = 'test-secret_0123'
 
-export interface LogLine {
-  level: number
-  msg: string
-  [key: string]: unknown
-}
-
-/** The real service, run as `node dist/cli.js serve` in a child process. */
-export class ServiceProcess {
-  readonly proc: ChildProcess
-  readonly logs: LogLine[] = []
-  readonly stderr: string[] = []
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  url = ''
-  #waiters: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = []
-
-  constructor(env: Record<string, string>) {
-    // tap hands its loaders to child processes through NODE_OPTIONS; the service and its brains run without them.
-    this.proc = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, 'serve'], {
-      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let buffered = ''
-    this.proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk
-      const lines = buffered.split('\n')
-      buffered = lines.pop() ?? ''
-      for (const text of lines) this.#onLine(text)
-    })
-    this.proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => this.stderr.push(chunk))
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve({ code, signal })))
-  }
-
-  #onLine(text: string): void {
-    if (!text.trim()) return
-    let line: LogLine
-    try {
-      line = JSON.parse(text) as LogLine
-    } catch {
-      line = { level: 30, msg: text }
-    }
-    this.logs.push(line)
-    this.#waiters = this.#waiters.filter((waiter) => {
-      if (!waiter.match(line)) return true
-      waiter.resolve(line)
-      return false
-    })
-  }
-
-  /** Resolves with the first log line (past or future) that matches. */
-  waitForLog(match: (line: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
-    const seen = this.logs.find(match)
-    if (seen) return Promise.resolve(seen)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new Error(`no matching log line within ${timeoutMs} ms; last lines:\n${this.logs.slice(-15).map((l) => JSON.stringify(l)).join('\n')}\n${this.stderr.join('')}`))
-      }, timeoutMs)
-      this.#waiters.push({
-        match,
-        resolve: (line) => {
-          clearTimeout(timer)
-          resolve(line)
-        },
-      })
-    })
-  }
-
-  async ready(): Promise<void> {
-    const line = await Promise.race([
-      this.waitForLog((l) => l.msg === 'coordinator ready', 20_000),
-      this.exited.then(({ code }) => {
-        throw new Error(`service exited with ${code} before it was ready: ${this.stderr.join('')}`)
-      }),
-    ])
-    this.url = line['url'] as string
-  }
-
-  /** Sends a signal and waits for the exit. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal)
-    return this.exited
-  }
-}
+/** One line of the service's JSON log. */
+export type LogLine = ServiceLogLine
 
 export interface StackOptions {
   /** Extra service environment (overrides the defaults). */
@@ -142,8 +63,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...options.env,
   }
   const launch = async (extraEnv: Record<string, string> = {}): Promise<ServiceProcess> => {
-    const svc = new ServiceProcess({ ...env, ...extraEnv })
-    await svc.ready()
+    const svc = await ServiceProcess.start(CLI, { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env, ...extraEnv })
     await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(`${svc.url}/telegram/webhook`, { secret_token: SECRET })
     return svc
   }
