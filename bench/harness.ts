@@ -9,9 +9,10 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { Api } from 'grammy'
 import type { Chat, Message, User } from 'grammy/types'
+import { cpuSecondsOf, statusKb } from '../test/helpers/proc.js'
 import { ROOT } from '../test/helpers/root.js'
 
-export { ROOT }
+export { ROOT, cpuSecondsOf }
 export const CLI = path.join(ROOT, 'dist/cli.js')
 /** Where the benchmark's own compiled scripts are (build/bench): the probe, the baselines, … */
 export const BENCH_BUILD = path.dirname(fileURLToPath(import.meta.url))
@@ -361,12 +362,7 @@ export interface Memory {
 }
 
 export function memoryOf(pid: number): Memory {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
-  const megabytes = (field: string): number => {
-    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'mu').exec(status)
-    if (!match?.[1]) throw new Error(`/proc/${pid}/status has no ${field}`)
-    return (Number(match[1]) * 1024) / 1e6
-  }
+  const megabytes = (field: string): number => (statusKb(pid, field) * 1024) / 1e6
   return { rssMB: megabytes('VmRSS'), peakMB: megabytes('VmHWM'), anonMB: megabytes('RssAnon') }
 }
 
@@ -396,15 +392,4 @@ export function readStamps(log: string): Map<number, number> {
     if (updateId && seconds) stamps.set(Number(updateId), Number(seconds.replace(',', '.')) * 1000)
   }
   return stamps
-}
-
-// /proc/<pid>/stat counts CPU time in clock ticks: USER_HZ, 100 on every Linux the bench runs on.
-const CLOCK_TICKS_PER_S = 100
-
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
-export function cpuSecondsOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // Fields after the command name (which may hold spaces), which ends at the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S
 }

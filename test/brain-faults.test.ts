@@ -5,6 +5,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Message } from 'grammy/types'
 import type { RecordedCall } from '../src/emulator/index.js'
+import { carriesEnv, fdsOf, processes, type ProcessInfo } from './helpers/proc.js'
 import { ROOT, delay, eventually, startStack, tempDir, type Stack } from './helpers/service.js'
 
 const FAULT_BRAIN = path.join(ROOT, 'test/fixtures/fault-brain.sh')
@@ -68,39 +69,7 @@ async function ask(stack: Stack, chat: number, text = 'go'): Promise<{ text: str
   return { text: sentText(call), ms: Date.now() - sentAt, updateId: update.update_id, messageId }
 }
 
-interface ProcessInfo {
-  readonly pid: number
-  readonly comm: string
-  readonly state: string
-  readonly ppid: number
-  readonly pgrp: number
-}
-
-function processes(): ProcessInfo[] {
-  const found: ProcessInfo[] = []
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/u.test(entry)) continue
-    let stat: string
-    try {
-      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
-    } catch {
-      continue
-    }
-    // "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses, so cut at the last ')'.
-    const close = stat.lastIndexOf(')')
-    const [state = '?', ppid = '0', pgrp = '0'] = stat.slice(close + 2).split(' ')
-    found.push({ pid: Number(entry), comm: stat.slice(stat.indexOf('(') + 1, close), state, ppid: Number(ppid), pgrp: Number(pgrp) })
-  }
-  return found
-}
-
-function carriesMarker(pid: number, marker: string): boolean {
-  try {
-    return fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`FAULT_RUN=${marker}`)
-  } catch {
-    return false
-  }
-}
+const carriesMarker = (pid: number, marker: string): boolean => carriesEnv(pid, `FAULT_RUN=${marker}`)
 
 /**
  * What the brains left behind: live processes in a brain's process group (pgid = the brain's pid)
@@ -116,19 +85,6 @@ function leftovers(brainPids: ReadonlySet<number>, servicePid: number, marker: s
 }
 
 const childrenOf = (pid: number): ProcessInfo[] => processes().filter((p) => p.ppid === pid)
-/** A process's open fds: how many sockets, and what the others point at (pipes, files, event fds). */
-function fdsOf(pid: number): { sockets: number; others: string[] } {
-  const targets = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
-    try {
-      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`)
-    } catch {
-      return 'gone'
-    }
-  })
-  // Pipe and socket inode numbers differ from run to run; their kind and number are what count.
-  const others = targets.filter((target) => !target.startsWith('socket:')).map((target) => target.replace(/:\[\d+\]$/u, ''))
-  return { sockets: targets.length - others.length, others: others.sort() }
-}
 const brainPidsOf = (stack: Stack): Set<number> =>
   new Set(stack.svc.logs.filter((line) => line.msg === 'child started').map((line) => line['pid'] as number))
 

@@ -9,6 +9,7 @@ import t, { type Test } from 'tap'
 import { brainEnvironment, DEFAULT_PATH } from '../src/brain/env.js'
 import { BrainCommandError, checkBrainCommand } from '../src/brain/preflight.js'
 import { PIPE_DRAIN_MS, runBrain, STDERR_TAIL_BYTES, STDOUT_LIMIT_BYTES, type BrainAttempt, type BrainRunOptions } from '../src/brain/run.js'
+import { processInfo, processes } from './helpers/proc.js'
 
 // Real subprocesses on a noisy 2-core CI machine: deadlines short enough to keep the file quick,
 // upper bounds loose enough never to flake.
@@ -56,34 +57,18 @@ function run(argv: readonly [string, ...string[]], options: Partial<BrainRunOpti
   })
 }
 
-interface ProcStat {
-  state: string
-  ppid: number
-}
-function procStat(pid: number): ProcStat | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const [state = '', ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return { state, ppid: Number(ppid) }
-  } catch {
-    return undefined
-  }
-}
-
 /** Our own children, running or zombie: after every run there must be none. */
 function childrenOfThisProcess(): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((entry) => /^\d+$/u.test(entry))
-    .map(Number)
-    .filter((pid) => procStat(pid)?.ppid === process.pid)
+  return processes()
+    .filter((p) => p.ppid === process.pid)
+    .map((p) => p.pid)
 }
 
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length
 
 /** A killed grandchild re-parented to a PID 1 that never reaps stays a zombie: dead is enough. */
 function assertNotRunning(t: Test, pid: number, what: string): void {
-  const stat = procStat(pid)
+  const stat = processInfo(pid)
   t.ok(stat === undefined || stat.state === 'Z', `${what} (pid ${pid}) is not running`, { state: stat?.state })
   t.not(stat?.ppid, process.pid, `${what} is not a zombie child of the test`)
 }

@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
+import { processInfo, processes } from './helpers/proc.js'
 import { CLI, SECRET, TOKEN, eventually, readBrainLog, startStack, tempDir } from './helpers/service.js'
 
 const run = promisify(execFile)
@@ -11,28 +12,10 @@ const CHAT = 5550001
 const replies = (calls: readonly { method: string; ok: boolean; params: Record<string, unknown> }[]): string[] =>
   calls.filter((call) => call.method === 'sendMessage' && call.ok).map((call) => String(call.params['text']))
 
-function processState(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]
-  } catch {
-    return undefined
-  }
-}
-
-function zombieChildrenOf(pid: number): number[] {
-  const zombies: number[] = []
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/u.test(entry)) continue
-    try {
-      const status = fs.readFileSync(`/proc/${entry}/status`, 'utf8')
-      if (/^PPid:\s+(\d+)$/mu.exec(status)?.[1] === String(pid) && /^State:\s+Z/mu.test(status)) zombies.push(Number(entry))
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return zombies
-}
+const zombieChildrenOf = (pid: number): number[] =>
+  processes()
+    .filter((p) => p.ppid === pid && p.state === 'Z')
+    .map((p) => p.pid)
 
 t.test('a hung brain with a grandchild is killed at its budget; the user is told; nothing is left', async (t) => {
   const stack = await startStack({ env: { BRAIN_TIMEOUT_S: '2', MESSAGE_BUDGET_S: '3', KILL_GRACE_S: '1' } })
@@ -46,7 +29,7 @@ t.test('a hung brain with a grandchild is killed at its budget; the user is told
   const grandchild = readBrainLog(stack.brainLog).find((event) => event['ev'] === 'grandchild')?.['grandchild_pid'] as number
   t.ok(grandchild > 0, 'the brain started a grandchild')
   const state = await eventually(() => {
-    const current = processState(grandchild)
+    const current = processInfo(grandchild)?.state
     return current === undefined || current === 'Z' ? (current ?? 'gone') : undefined
   }, 5000, 'the grandchild to die')
   t.ok(state === 'gone' || state === 'Z', `the grandchild is not running (${state}; a zombie of PID 1 where init does not reap)`)

@@ -8,6 +8,7 @@ import type { Message } from 'grammy/types'
 import { startEmulator, type BotApiEmulator, type RecordedCall } from '../../src/emulator/index.js'
 import { ServiceProcess, type ServiceLogLine } from '../../src/demo/service.js'
 import { percentile } from '../../src/percentile.js'
+import { carriesEnv, fdsOf, processes, statusKb } from '../../test/helpers/proc.js'
 import { ROOT } from '../../test/helpers/root.js'
 
 // Resolved from the project's root, so the soak runs from any working directory.
@@ -152,44 +153,15 @@ class SoakService {
 
 /** What /proc says about a process: resident memory, open fds (sockets apart), children. */
 function processStats(pid: number): { rssMb: number; fds: number; sockets: number; otherFds: string[]; children: number } {
-  const status = readOr(`/proc/${pid}/status`, '')
-  const rssKb = Number(/^VmRSS:\s+(\d+)/mu.exec(status)?.[1] ?? 0)
-  let targets: string[] = []
+  let rssKb = 0
   try {
-    targets = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`)
-      } catch {
-        return 'gone'
-      }
-    })
+    rssKb = statusKb(pid, 'VmRSS')
   } catch {
     // the process is gone
   }
-  // Pipe inode numbers change from run to run: their kind and number are what count.
-  const otherFds = targets.filter((target) => !target.startsWith('socket:')).map((target) => target.replace(/:\[\d+\]$/u, ''))
-  const children = listProcesses().filter((process) => process.ppid === pid).length
-  return { rssMb: rssKb / 1024, fds: targets.length, sockets: targets.length - otherFds.length, otherFds: otherFds.sort(), children }
-}
-
-interface ProcessEntry {
-  readonly pid: number
-  readonly state: string
-  readonly ppid: number
-  readonly pgrp: number
-}
-
-function listProcesses(): ProcessEntry[] {
-  const found: ProcessEntry[] = []
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/u.test(entry)) continue
-    const stat = readOr(`/proc/${entry}/stat`, '')
-    if (stat === '') continue
-    // "pid (comm) state ppid pgrp …"; comm may contain spaces and parentheses.
-    const [state = '?', ppid = '0', pgrp = '0'] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    found.push({ pid: Number(entry), state, ppid: Number(ppid), pgrp: Number(pgrp) })
-  }
-  return found
+  const { sockets, others } = fdsOf(pid)
+  const children = processes().filter((process) => process.ppid === pid).length
+  return { rssMb: rssKb / 1024, fds: sockets + others.length, sockets, otherFds: others, children }
 }
 
 /**
@@ -197,8 +169,8 @@ function listProcesses(): ProcessEntry[] {
  * its brains and so carries itself), and zombies of the service.
  */
 function leftovers(servicePid: number, marker: string, services: readonly number[]): { alive: number[]; zombies: number[] } {
-  const all = listProcesses()
-  const carries = (pid: number): boolean => readOr(`/proc/${pid}/environ`, '').split('\0').includes(`SOAK_RUN=${marker}`)
+  const all = processes()
+  const carries = (pid: number): boolean => carriesEnv(pid, `SOAK_RUN=${marker}`)
   return {
     alive: all.filter((p) => p.state !== 'Z' && p.state !== 'X' && !services.includes(p.pid) && carries(p.pid)).map((p) => p.pid),
     zombies: all.filter((p) => p.state === 'Z' && p.ppid === servicePid).map((p) => p.pid),
@@ -365,14 +337,6 @@ export function rssTrendPer10Min(readings: readonly { readonly atMs: number; rea
 const percentileOrZero = (values: readonly number[], p: number): number => percentile(values, p) ?? 0
 
 const webhookTimes = (emulator: BotApiEmulator): number[] => emulator.deliveries.map((attempt) => attempt.answeredAt - attempt.sentAt)
-
-function readOr(file: string, fallback: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8')
-  } catch {
-    return fallback
-  }
-}
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))

@@ -5,9 +5,10 @@ import path from 'node:path'
 import { Api } from 'grammy'
 import { ServiceProcess, type ServiceLogLine } from '../../src/demo/service.js'
 import { startEmulator, type BotApiEmulator } from '../../src/emulator/index.js'
+import { isAlive } from './proc.js'
 import { ROOT } from './root.js'
 
-export { ROOT }
+export { ROOT, isAlive }
 export const CLI = path.join(ROOT, 'dist/cli.js')
 export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
 export const TOKEN = '123456:TEST-token'
@@ -106,16 +107,6 @@ export function runProgram(command: string, args: string[], options: { env?: Nod
     child.once('error', reject)
     child.once('close', (code) => resolve({ code, stdout, stderr }))
   })
-}
-
-/** True while a process exists and is not a zombie (a zombie is dead, only not yet reaped). */
-export function isAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
 }
 
 /** The brain log's JSON lines. */
