@@ -7,6 +7,7 @@ import { Api } from 'grammy'
 import type { Message } from 'grammy/types'
 import { pino } from 'pino'
 import t, { type Test } from 'tap'
+import type { BrainFile } from '../src/brain/protocol.js'
 import { startEmulator, type BotApiEmulator } from '../src/emulator/index.js'
 import {
   MAX_DOWNLOAD_SIZE,
@@ -15,7 +16,6 @@ import {
   mediaOf,
   removeMedia,
   safeFileName,
-  type BrainFile,
   type MediaRef,
 } from '../src/telegram/media.js'
 
