@@ -79,9 +79,9 @@ t.test('/healthz is degraded while the event loop lags over 1 s (p99 over the la
   // service. Stalls again and again, so they are more than 1% of the delay samples (one every 10 ms).
   const lag = async (ms: number, times: number): Promise<void> => {
     for (let i = 0; i < times; i++) {
-      stack.svc.proc.kill('SIGSTOP')
+      process.kill(stack.svc.pid, 'SIGSTOP')
       await delay(ms)
-      stack.svc.proc.kill('SIGCONT')
+      process.kill(stack.svc.pid, 'SIGCONT')
       await delay(30)
     }
   }
