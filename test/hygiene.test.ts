@@ -68,7 +68,7 @@ t.test('a client sending its body slowly loses the connection', async (t) => {
   // Even with the right secret, a body still arriving after REQUEST_TIMEOUT_MS is cut off.
   t.ok(authentic.closedAfterMs >= REQUEST_TIMEOUT_MS - 1000, `the right secret gets its time (${authentic.closedAfterMs} ms)`)
   t.ok(authentic.closedAfterMs < REQUEST_TIMEOUT_MS + 8000, `but not more: closed after ${authentic.closedAfterMs} ms`)
-  t.equal(stack.svc.proc.exitCode, null, 'the service runs on')
+  t.ok(stack.svc.running, 'the service runs on')
 })
 
 t.test('a flood of bad requests writes a bounded number of log lines: the first of each kind, then one summary', async (t) => {
@@ -138,6 +138,7 @@ t.test('state files are private whatever the umask; `coordinator inbox` prints c
 
   const listed = await runProgram(process.execPath, [CLI, 'inbox'], { env: { PATH: process.env['PATH'] ?? '', STATE_DIR: stateDir } })
   t.equal(listed.code, 0)
+  // eslint-disable-next-line no-control-regex -- control characters are what it looks for
   t.notOk(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/u.test(listed.stdout), 'no control character reaches the terminal')
   t.match(listed.stdout, /hi \\u001b\[2J\\u001b\]0;owned\\u0007/u, 'they show as escapes')
 })

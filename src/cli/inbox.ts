@@ -116,6 +116,7 @@ function preview(text: string): string {
 }
 
 // C0 and C1 controls, DEL, and the bidirectional overrides and isolates that reorder a line.
+// eslint-disable-next-line no-control-regex -- control characters are what it looks for
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu
 
 /**
