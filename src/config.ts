@@ -36,13 +36,22 @@ export interface Config {
   /** 'sqlite' keeps the inbox on disk (the default); 'memory' trades durability for nothing. */
   readonly inbox: 'sqlite' | 'memory'
   readonly inboxRetentionMs: number
+  /** All stored media together stay under this; a file that would not fit is not downloaded. */
+  readonly mediaQuotaBytes: number
+  /** Whether Telegram may show (and so fetch) a preview of the first link in a reply. */
+  readonly linkPreviews: boolean
 }
 
 export interface BrainConfig {
   readonly argv: readonly [string, ...string[]]
   /** What the brain reads on stdin: the JSON envelope, or just the message text (prompt-on-stdin CLIs). */
   readonly input: BrainInput
-  readonly cwd: string
+  /** BRAIN_CWD when configured; otherwise each attempt works in its chat's directory. */
+  readonly cwd: string | undefined
+  /** Whether each attempt runs inside the bubblewrap sandbox (see brain/sandbox.ts). */
+  readonly sandbox: SandboxMode
+  /** Whether a sandboxed brain keeps the host's network. */
+  readonly network: NetworkMode
   readonly envAllow: readonly string[]
   readonly timeoutMs: number
   readonly messageBudgetMs: number
@@ -73,6 +82,14 @@ export type AckMode = (typeof ACK_MODES)[number]
 export const EDITS_MODES = ['ignore', 'queue'] as const
 export type EditsMode = (typeof EDITS_MODES)[number]
 
+/** `on`: every brain attempt runs inside bubblewrap (the default). `off`: unconfined, as the service's user. */
+export const SANDBOX_MODES = ['on', 'off'] as const
+export type SandboxMode = (typeof SANDBOX_MODES)[number]
+/** `on`: a sandboxed brain shares the host's network (the default). `off`: it has only a loopback of its own. */
+export const NETWORK_MODES = ['on', 'off'] as const
+export type NetworkMode = (typeof NETWORK_MODES)[number]
+export const LINK_PREVIEW_MODES = ['on', 'off'] as const
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
@@ -97,6 +114,10 @@ export const DEFAULTS = {
   edits: 'ignore',
   logLevel: 'info',
   inboxRetentionH: 72,
+  brainSandbox: 'on',
+  brainNetwork: 'on',
+  mediaQuotaMb: 2048,
+  linkPreviews: 'off',
 } as const
 
 /** A configuration value that cannot be used; the message names the variable and the fix. */
@@ -143,7 +164,9 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const brain: BrainConfig = {
     argv: readBrainCommand(read, cwd),
     input: oneOf(read, 'BRAIN_INPUT', BRAIN_INPUTS, DEFAULTS.brainInput),
-    cwd: path.resolve(cwd, read('BRAIN_CWD') ?? stateDir),
+    cwd: optionalPath(read('BRAIN_CWD'), cwd),
+    sandbox: oneOf(read, 'BRAIN_SANDBOX', SANDBOX_MODES, DEFAULTS.brainSandbox),
+    network: oneOf(read, 'BRAIN_NETWORK', NETWORK_MODES, DEFAULTS.brainNetwork),
     envAllow: readEnvAllow(read),
     timeoutMs,
     messageBudgetMs,
@@ -199,6 +222,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     logLevel: logLevel as LogLevel,
     inbox,
     inboxRetentionMs: seconds(read, 'INBOX_RETENTION_H', DEFAULTS.inboxRetentionH, { min: 24, unit: 3600 }),
+    mediaQuotaBytes: integer(read, 'MEDIA_QUOTA_MB', DEFAULTS.mediaQuotaMb, { min: 0, max: 16 * 1024 * 1024 }) * 1024 * 1024,
+    linkPreviews: oneOf(read, 'LINK_PREVIEWS', LINK_PREVIEW_MODES, DEFAULTS.linkPreviews) === 'on',
   }
 }
 
@@ -368,6 +393,10 @@ function readEnvAllow(read: Read): string[] {
     }
   }
   return names
+}
+
+function optionalPath(value: string | undefined, cwd: string): string | undefined {
+  return value === undefined ? undefined : path.resolve(cwd, value)
 }
 
 function defaultLockDir(read: Read, stateDir: string): string {

@@ -8,6 +8,7 @@ import { EventLoopDelay } from './health.js'
 import { createLogger } from './log.js'
 import { Metrics } from './metrics.js'
 import { checkBrainCommand, isExecutable } from './brain/preflight.js'
+import { BrainSandbox } from './brain/sandbox.js'
 import { ChatLocks } from './dispatch/chat-lock.js'
 import { MemoryInbox } from './store/memory.js'
 import { SqliteInbox } from './store/sqlite.js'
@@ -31,13 +32,14 @@ export interface Service {
  * configuration that cannot work, before anything listens.
  */
 export async function startService(config: Config, logger: Logger = createLogger(config.logLevel, { secrets: secretsOf(config) })): Promise<Service> {
-  const brainPath = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd).path
+  const brainPath = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd ?? config.stateDir).path
   const inbox = openInbox(config)
+  const sandbox = prepareSandbox(config, logger)
   const metrics = new Metrics()
   const migrations = openMigrations(config)
   const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations })
   const locks = new ChatLocks(config.lockDir, logger)
-  const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger })
+  const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger, sandbox })
   const loopDelay = new EventLoopDelay()
   metrics.observe({
     queued: () => coordinator.dispatcher.queued,
@@ -70,7 +72,7 @@ export async function startService(config: Config, logger: Logger = createLogger
   locks.prepare()
   const recovered = coordinator.start()
   logger.info(
-    { url, webhook_path: config.webhookPath, brains: config.maxConcurrentBrains, inbox: config.inbox, ...recovered },
+    { url, webhook_path: config.webhookPath, brains: config.maxConcurrentBrains, inbox: config.inbox, sandbox: config.brain.sandbox, ...recovered },
     'coordinator ready',
   )
   return { app, coordinator, url, stop: () => app.close() }
@@ -87,6 +89,21 @@ function openMigrations(config: Config): ChatMigrations {
   } catch (error) {
     throw new ConfigError('STATE_DIR', `holds a group-upgrade record that cannot be read (${(error as Error).message}): fix or delete ${MIGRATIONS_FILE} there`)
   }
+}
+
+/** The sandbox for every brain attempt; BRAIN_SANDBOX=off is allowed, but not quietly. */
+function prepareSandbox(config: Config, logger: Logger): BrainSandbox {
+  const sandbox = BrainSandbox.prepare({
+    mode: config.brain.sandbox,
+    network: config.brain.network,
+    stateDir: config.stateDir,
+    brainCwd: config.brain.cwd,
+    command: config.brain.argv[0],
+  })
+  if (!sandbox.enabled) {
+    logger.warn('BRAIN_SANDBOX=off: brains run unconfined, as this service\'s user, and can read its token, its inbox and every chat')
+  }
+  return sandbox
 }
 
 function openInbox(config: Config): Inbox {

@@ -22,6 +22,23 @@ interface FakeCall {
   argv: string[]
   prompt: string
   pid: number
+  config_dir?: string
+}
+
+/** Live fake claude processes started for `fakeDir` (their pids mean nothing outside a sandbox's PID namespace). */
+function fakeClaudesOf(fakeDir: string): number[] {
+  const found: number[] = []
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/u.test(entry)) continue
+    try {
+      if (!fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('fake-claude/claude')) continue
+      if (!fs.readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').includes(`FAKE_CLAUDE_DIR=${fakeDir}`)) continue
+      if (isAlive(Number(entry))) found.push(Number(entry))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found
 }
 
 interface ClaudeStack {
@@ -43,6 +60,8 @@ async function startClaudeStack(env: Record<string, string> = {}): Promise<Claud
       BRAIN_COMMAND: ADAPTER,
       BRAIN_ENV_ALLOW: 'FAKE_CLAUDE_DIR,CLAUDE_ARGS',
       FAKE_CLAUDE_DIR: fakeDir,
+      // The fake keeps its sessions there: the sandbox must let it write.
+      BRAIN_CWD: fakeDir,
       CLAUDE_ARGS,
       PATH: `${FAKE_CLAUDE_BIN_DIR}:${process.env['PATH'] ?? '/usr/bin:/bin'}`,
       MAX_CONCURRENT_BRAINS: '8',
@@ -104,6 +123,7 @@ t.test('sessions resume per chat and never cross chats; CLAUDE_ARGS and the prom
   t.same(byPrompt.get('alpha two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', aliceSession, ...CLAUDE_ARGS_SPLIT], "alice's second turn resumes alice's session")
   t.same(byPrompt.get('beta two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', bobSession, ...CLAUDE_ARGS_SPLIT], "bob's second turn resumes bob's session")
   t.same(claude.texts(alice).length, 2, 'one message per turn, nothing else')
+  t.equal(byPrompt.get('alpha one')?.config_dir, path.join(claude.chatDir(alice), '.claude'), "Claude Code's state (CLAUDE_CONFIG_DIR) is in the chat's directory")
 
   const photo = emu.sendPhoto({ chatId: 9111, caption: 'what is this?', bytes: Buffer.from('jpeg bytes') })
   await claude.waitForText(9111, /^Turn 1 /u)
@@ -197,8 +217,8 @@ t.test('a claude that hangs is stopped at BRAIN_TIMEOUT_S, with the timeout noti
     { timeoutMs: WAIT_MS },
   )
   t.ok(notice.wallClockMs - hangSentAt >= 2900, `after the limit (${notice.wallClockMs - hangSentAt} ms)`)
-  const pid = Number(fs.readFileSync(path.join(hanging.fakeDir, 'hang.pid'), 'utf8'))
-  await eventually(() => !isAlive(pid), 5000, 'the hanging claude gone')
+  t.ok(fs.existsSync(path.join(hanging.fakeDir, 'hang.pid')), 'claude was hanging')
+  await eventually(() => fakeClaudesOf(hanging.fakeDir).length === 0, 5000, 'the hanging claude gone')
   t.pass('no claude process is left')
 })
 

@@ -70,6 +70,11 @@ export interface BrainRunOptions {
    * pipe's data path, so keep it quick; a throw is logged and the event dropped.
    */
   readonly onEvent?: (event: unknown) => void
+  /**
+   * For a wrapper that starts the brain itself (the sandbox): tells from a finished attempt that the
+   * brain never started, as the error its exec failed with; the attempt then counts as `spawn_error`.
+   */
+  readonly startFailure?: (attempt: BrainAttempt) => Error | undefined
   /** Already bound with update_id and chat_id by the caller. */
   readonly log: FastifyBaseLogger
   readonly logFields?: BrainLogFields
@@ -198,7 +203,7 @@ async function superviseChild(child: ChildProcess, pid: number, options: BrainRu
   destroyStdio(child)
   events.end()
 
-  const attempt: BrainAttempt = {
+  let attempt: BrainAttempt = {
     outcome: stopReason ?? 'exited',
     exitCode: exit?.code ?? null,
     signal: exit?.signal ?? null,
@@ -207,6 +212,12 @@ async function superviseChild(child: ChildProcess, pid: number, options: BrainRu
     stderrTail: stderr.text(),
     durationMs: Date.now() - startedAt,
     pid,
+  }
+  const startError = attempt.outcome === 'exited' ? options.startFailure?.(attempt) : undefined
+  if (startError !== undefined) {
+    const error = describeSpawnError(startError, options)
+    log.error({ argv0: options.argv[0], cwd: options.cwd, err_message: error }, 'brain could not be started')
+    attempt = { ...attempt, outcome: 'spawn_error', error }
   }
   logReaped(log, attempt, stdout.totalBytes)
   return attempt
@@ -234,7 +245,8 @@ function destroyStdio(child: ChildProcess): void {
 }
 
 function describeSpawnError(error: unknown, options: BrainRunOptions): string {
-  const argv0 = options.argv[0]
+  // A wrapper's start failure names the program it could not run.
+  const argv0 = (error as NodeJS.ErrnoException | undefined)?.path ?? options.argv[0]
   const code = (error as NodeJS.ErrnoException | undefined)?.code
   const prefix = `could not start brain "${argv0}"`
   switch (code) {

@@ -3,8 +3,9 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Api } from 'grammy'
 import type { UserFromGetMe, WebhookInfo } from 'grammy/types'
-import { loadConfig, type Config } from '../config.js'
+import { ConfigError, loadConfig, type Config } from '../config.js'
 import { BrainCommandError, checkBrainCommand } from '../brain/preflight.js'
+import { BrainSandbox } from '../brain/sandbox.js'
 import { INBOX_FILE, SqliteInbox } from '../store/sqlite.js'
 import { handledUpdates } from '../telegram/updates.js'
 import { commandApi, describeTelegramFailure, isBadToken } from './telegram-api.js'
@@ -45,6 +46,7 @@ export async function checkCommand(args: string[]): Promise<number> {
 
   report({ ok: true, what: 'configuration', detail: describeConfig(config) })
   report(checkBrain(config))
+  report(checkSandbox(config))
   report(checkStateDir(config))
   report(checkLockDir(config))
   const api = commandApi(config)
@@ -71,16 +73,35 @@ function checkBrain(config: Config): Finding {
   let program: string
   try {
     // As the service checks at start: the coordinator's PATH, names resolved against the brain's cwd.
-    program = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd).path
+    program = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd ?? config.stateDir).path
   } catch (error) {
     if (error instanceof BrainCommandError) return { ok: false, what, detail: error.message }
     throw error
   }
-  // The service creates STATE_DIR (the default brain cwd) itself, but not a BRAIN_CWD of its own.
-  if (config.brain.cwd !== config.stateDir && !isDirectory(config.brain.cwd)) {
+  // The service creates the chat directories (the default brain cwd) itself, but not a BRAIN_CWD.
+  if (config.brain.cwd !== undefined && !isDirectory(config.brain.cwd)) {
     return { ok: false, what, detail: `BRAIN_CWD ${config.brain.cwd} is not a directory; create it or fix BRAIN_CWD` }
   }
-  return { ok: true, what, detail: `${program} is executable (runs in ${config.brain.cwd})` }
+  return { ok: true, what, detail: `${program} is executable (runs in ${config.brain.cwd ?? "each chat's directory"})` }
+}
+
+/** Whether brains will run in the sandbox; off passes (it is allowed) but says what it costs. */
+function checkSandbox(config: Config): Finding {
+  const what = 'sandbox'
+  if (config.brain.sandbox === 'off') {
+    return {
+      ok: true,
+      what,
+      detail: "warning: BRAIN_SANDBOX=off: brains run unconfined and can read the bot token, the inbox and every chat; remove it to sandbox them",
+    }
+  }
+  try {
+    BrainSandbox.prepare({ mode: 'on', network: config.brain.network, stateDir: config.stateDir, brainCwd: config.brain.cwd, command: config.brain.argv[0] })
+  } catch (error) {
+    if (error instanceof ConfigError) return { ok: false, what, detail: error.message }
+    throw error
+  }
+  return { ok: true, what, detail: `bubblewrap works; brains run sandboxed${config.brain.network === 'off' ? ', without network (BRAIN_NETWORK=off)' : ''}` }
 }
 
 function checkStateDir(config: Config): Finding {

@@ -9,6 +9,7 @@ import { chatDirOf } from '../brain/chat-dir.js'
 import { brainEnvironment } from '../brain/env.js'
 import { EXIT_TEMPFAIL } from '../brain/protocol.js'
 import { runBrain, type BrainAttempt } from '../brain/run.js'
+import type { BrainSandbox } from '../brain/sandbox.js'
 import { ChatLockTimeout, type ChatLocks } from '../dispatch/chat-lock.js'
 import { JobStopped, type StopReason, type Work, type WorkContext } from '../dispatch/dispatcher.js'
 import type { PendingAcks } from '../telegram/acks.js'
@@ -43,6 +44,8 @@ export interface TurnDeps {
   readonly metrics: Metrics
   readonly log: FastifyBaseLogger
   readonly acks: PendingAcks
+  /** Wraps each attempt in the sandbox (or runs it as is, with BRAIN_SANDBOX=off). */
+  readonly sandbox: BrainSandbox
 }
 
 /**
@@ -231,10 +234,12 @@ async function runAttempts(
           })
           const envelope = buildEnvelope({ messages, attempt, redelivered, deadlineMs: deadline, chatDir })
           feedback.startTyping()
+          const env = brainEnvironment(process.env, config.brain.envAllow, envelopeEnvironment(envelope))
+          const mediaDirs = batch.map((message) => mediaDir(config.stateDir, message.updateId))
+          const command = deps.sandbox.wrap(config.brain.argv, env, { chatDir, mediaDirs })
           return await runBrain({
-            argv: config.brain.argv,
-            cwd: config.brain.cwd,
-            env: brainEnvironment(process.env, config.brain.envAllow, envelopeEnvironment(envelope)),
+            ...command,
+            startFailure: (attempt) => deps.sandbox.startFailure(attempt),
             stdin: config.brain.input === 'text' ? promptText(envelope) : JSON.stringify(envelope),
             deadline,
             killGraceMs: config.brain.killGraceMs,

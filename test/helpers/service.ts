@@ -13,6 +13,11 @@ export const CLI = path.join(ROOT, 'dist/cli.js')
 export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
 export const TOKEN = '123456:TEST-token'
 export const SECRET = 'test-secret_0123'
+/**
+ * BRAIN_SANDBOX for the services the tests start: on (the default) unless COORDINATOR_TEST_SANDBOX=off,
+ * so that the brain tests can be run both ways.
+ */
+export const SANDBOX_ENV: Record<string, string> = process.env['COORDINATOR_TEST_SANDBOX'] === 'off' ? { BRAIN_SANDBOX: 'off' } : {}
 
 /** One line of the service's JSON log. */
 export type LogLine = ServiceLogLine
@@ -46,8 +51,13 @@ export function tempDir(prefix = 'coordinator-test-'): string {
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const emu = options.emulator ?? (await startEmulator({ token: TOKEN, deliveryRetryMs: 200 }))
   const stateDir = options.stateDir ?? tempDir()
-  const brainLog = path.join(stateDir, 'brain.log')
+  // The sandbox hides STATE_DIR from the brain: its log lives beside it, in BRAIN_CWD.
+  const brainDir = `${stateDir}-brain`
+  fs.mkdirSync(brainDir, { recursive: true })
+  const brainLog = path.join(brainDir, 'brain.log')
   const env: Record<string, string> = {
+    ...SANDBOX_ENV,
+    BRAIN_CWD: brainDir,
     TELEGRAM_BOT_TOKEN: TOKEN,
     TELEGRAM_WEBHOOK_SECRET: SECRET,
     TELEGRAM_API_ROOT: emu.url,

@@ -14,6 +14,8 @@ import { BrainEvents, eventSinkFor } from './events.js'
 export const SESSION_GONE_NOTICE = '🆕 The previous conversation is gone; starting a new one.'
 /** Always passed first: print mode, one JSON event per line (which the CLI only allows with --verbose). */
 export const CLAUDE_BASE_ARGS = ['-p', '--output-format', 'stream-json', '--verbose'] as const
+/** Claude Code's configuration directory (CLAUDE_CONFIG_DIR), inside the chat's directory. */
+export const CLAUDE_CONFIG_SUBDIR = '.claude'
 
 // claude's stderr kept for classifying a failure; all of it is passed on to ours as it comes.
 const STDERR_KEPT_CHARS = 8 * 1024
@@ -88,9 +90,11 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
   process.on('SIGINT', onSignal)
 
   const cwd = process.cwd()
+  const claudeEnv = claudeEnvironment(env, chatDir)
   const attempt = (resume: string | undefined): Promise<ClaudeRun> =>
     runClaude({
       bin,
+      env: claudeEnv,
       argv: claudeArgv({ resume, files: envelope.files, cwd, extraArgs }),
       prompt,
       cwd,
@@ -192,6 +196,16 @@ export function readEnvelope(json: string): PromptInput {
   }
 }
 
+/**
+ * Claude Code's environment: this process's, with its configuration directory (sessions, settings,
+ * caches) in the chat's directory, so that a conversation lives where the sandbox lets it write
+ * and nowhere else. An operator's own CLAUDE_CONFIG_DIR wins.
+ */
+export function claudeEnvironment(env: NodeJS.ProcessEnv, chatDir: string | undefined): NodeJS.ProcessEnv {
+  if (!chatDir || env['CLAUDE_CONFIG_DIR']) return env
+  return { ...env, CLAUDE_CONFIG_DIR: path.join(chatDir, CLAUDE_CONFIG_SUBDIR) }
+}
+
 /** How one claude process went. */
 interface ClaudeRun extends RunEvidence {
   /** Set when claude could not be started at all (ENOENT, EACCES…). */
@@ -200,6 +214,7 @@ interface ClaudeRun extends RunEvidence {
 
 interface RunClaudeOptions {
   readonly bin: string
+  readonly env: NodeJS.ProcessEnv
   readonly argv: readonly string[]
   /** Written to claude's stdin: with -p and no prompt argument, that is where it reads the prompt. */
   readonly prompt: string
@@ -209,7 +224,7 @@ interface RunClaudeOptions {
 }
 
 async function runClaude(options: RunClaudeOptions): Promise<ClaudeRun> {
-  const child = spawn(options.bin, options.argv, { stdio: ['pipe', 'pipe', 'pipe'] })
+  const child = spawn(options.bin, options.argv, { env: options.env, stdio: ['pipe', 'pipe', 'pipe'] })
   const spawnError = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
     child.once('spawn', () => resolve(undefined))
     child.once('error', resolve)
