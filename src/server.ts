@@ -5,6 +5,7 @@ import { ConfigError, type Config } from './config.js'
 import { buildApp } from './app.js'
 import { Coordinator } from './coordinator.js'
 import { EventLoopDelay } from './health.js'
+import { LoopStallWatch } from './loop-stalls.js'
 import { createLogger } from './log.js'
 import { Metrics } from './metrics.js'
 import { checkBrainCommand, isExecutable } from './brain/preflight.js'
@@ -63,7 +64,9 @@ export async function startService(config: Config, logger: Logger = createLogger
   app.addHook('preClose', async () => {
     await coordinator.stop()
   })
+  const stalls = new LoopStallWatch(logger)
   app.addHook('onClose', async () => {
+    stalls.close()
     loopDelay.close()
     inbox.close()
   })

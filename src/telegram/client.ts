@@ -1,10 +1,10 @@
-import { Worker } from 'node:worker_threads'
 import type { FastifyBaseLogger } from 'fastify'
 import { Api, GrammyError, HttpError } from 'grammy'
 import { autoRetry } from '@grammyjs/auto-retry'
 import type { ChatMigrations } from '../store/chat-migrations.js'
 import type { Metrics } from '../metrics.js'
-import { formatReply, type FormattedPart } from './format.js'
+import { formatOffLoop } from './format-off-loop.js'
+import type { FormattedPart } from './format.js'
 import type { ReactionEmoji } from './reactions.js'
 
 /** Where a reply goes: the chat, the message it answers, and the forum topic if any. */
@@ -20,6 +20,8 @@ export interface TelegramOptions {
   readonly metrics: Metrics
   readonly log: FastifyBaseLogger
   readonly migrations: ChatMigrations
+  /** LINK_PREVIEWS=on; off (the default) keeps Telegram from fetching the first link of a reply. */
+  readonly linkPreviews?: boolean
 }
 
 // A reply waits out rate limits and Telegram's 5xx, but not forever.
@@ -28,9 +30,6 @@ const REPLY_RETRY = { maxRetryAttempts: 5, maxDelaySeconds: 60, rethrowHttpError
 const NETWORK_ATTEMPTS = 5
 const NETWORK_BACKOFF_MS = [500, 1000, 2000, 4000]
 const REQUEST_TIMEOUT_S = 30
-// Formatting takes about 0.2 ms per KiB: a reply bigger than this is formatted in a worker thread,
-// so that the webhook never waits behind it.
-const FORMAT_OFF_LOOP_CHARS = 64 * 1024
 // The receipt reaction, typing and progress are only useful now: no retries, and a short timeout.
 const NOW_OR_NEVER_TIMEOUT_S = 5
 
@@ -47,10 +46,14 @@ export class TelegramClient {
   #log: FastifyBaseLogger
   /** Groups upgraded to supergroups: replies follow them to their new id. */
   readonly migrations: ChatMigrations
+  // Sent with every reply and brain message: a preview is Telegram's server fetching a URL the
+  // brain chose, unasked, which a steered brain can use to send data out.
+  #previews: { link_preview_options?: { is_disabled: true } }
 
-  constructor({ token, apiRoot, metrics, log, migrations }: TelegramOptions) {
+  constructor({ token, apiRoot, metrics, log, migrations, linkPreviews = false }: TelegramOptions) {
     this.#log = log
     this.migrations = migrations
+    this.#previews = linkPreviews ? {} : { link_preview_options: { is_disabled: true } }
     this.api = new Api(token, { apiRoot, timeoutSeconds: REQUEST_TIMEOUT_S })
     this.#nowApi = new Api(token, { apiRoot, timeoutSeconds: NOW_OR_NEVER_TIMEOUT_S })
     for (const api of [this.api, this.#nowApi]) {
@@ -85,7 +88,9 @@ export class TelegramClient {
    * without the reply; one for a group that became a supergroup goes to the supergroup.
    */
   async sendReply(target: ReplyTarget, markdown: string): Promise<void> {
-    const parts = await formatOffLoop(markdown, (error) => this.#log.warn({ err: error }, 'formatting thread failed; formatting on the event loop'))
+    const parts = await formatOffLoop(markdown, ({ reason, chars, error }) =>
+      this.#log.warn({ err: error, reason, chars }, 'reply not formatted (too slow, or the formatting thread failed); sending it as plain text'),
+    )
     let where: Destination = this.#destination(target)
     for (const part of parts) {
       for (;;) {
@@ -110,10 +115,10 @@ export class TelegramClient {
 
   async #sendPart({ chatId, options }: Destination, part: FormattedPart): Promise<void> {
     try {
-      await withNetworkRetries(() => this.api.sendMessage(chatId, part.html, { ...options, parse_mode: 'HTML' }))
+      await withNetworkRetries(() => this.api.sendMessage(chatId, part.html, { ...options, ...this.#previews, parse_mode: 'HTML' }))
     } catch (error) {
       if (!isEntityError(error)) throw error
-      await withNetworkRetries(() => this.api.sendMessage(chatId, part.plain, options))
+      await withNetworkRetries(() => this.api.sendMessage(chatId, part.plain, { ...options, ...this.#previews }))
     }
   }
 
@@ -133,35 +138,16 @@ export class TelegramClient {
   /** Sends a plain status line in reply to the message; returns its id, for editing. */
   async sendStatus(target: ReplyTarget, text: string): Promise<number> {
     const { chatId, options } = this.#destination(target)
-    const sent = await this.#nowApi.sendMessage(chatId, text, options)
+    const sent = await this.#nowApi.sendMessage(chatId, text, { ...options, ...this.#previews })
     return sent.message_id
   }
 
   async editStatus(chatId: number, messageId: number, text: string): Promise<void> {
-    await this.#nowApi.editMessageText(chatId, messageId, text)
+    await this.#nowApi.editMessageText(chatId, messageId, text, this.#previews)
   }
 
   async deleteMessage(chatId: number, messageId: number): Promise<void> {
     await this.#nowApi.deleteMessage(chatId, messageId)
-  }
-}
-
-/** formatReply, in a worker thread for a big reply (on the event loop if the thread fails). */
-export async function formatOffLoop(markdown: string, onThreadError: (error: unknown) => void): Promise<FormattedPart[]> {
-  if (markdown.length < FORMAT_OFF_LOOP_CHARS) return formatReply(markdown)
-  try {
-    const worker = new Worker(new URL('./format-worker.js', import.meta.url), { workerData: markdown })
-    return await new Promise<FormattedPart[]>((resolve, reject) => {
-      worker.once('message', (parts: FormattedPart[]) => {
-        resolve(parts)
-        void worker.terminate()
-      })
-      worker.once('error', reject)
-      worker.once('exit', (code) => reject(new Error(`the formatting thread exited (${code}) without a result`)))
-    })
-  } catch (error) {
-    onThreadError(error)
-    return formatReply(markdown)
   }
 }
 
