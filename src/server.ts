@@ -15,6 +15,8 @@ import { MemoryInbox } from './store/memory.js'
 import { SqliteInbox } from './store/sqlite.js'
 import type { Inbox } from './store/inbox.js'
 import { TelegramClient } from './telegram/client.js'
+import { mediaRoot } from './telegram/media.js'
+import { MediaQuota } from './telegram/media-quota.js'
 
 /** Files the service creates are readable by its own user only. */
 export const STATE_UMASK = 0o077
@@ -36,11 +38,12 @@ export async function startService(config: Config, logger: Logger = createLogger
   const brainPath = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd ?? config.stateDir).path
   const inbox = openInbox(config)
   const sandbox = prepareSandbox(config, logger)
+  const mediaQuota = new MediaQuota({ root: mediaRoot(config.stateDir), quotaBytes: config.mediaQuotaBytes, log: logger })
   const metrics = new Metrics()
   const migrations = openMigrations(config)
   const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations })
   const locks = new ChatLocks(config.lockDir, logger)
-  const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger, sandbox })
+  const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger, sandbox, mediaQuota })
   const loopDelay = new EventLoopDelay()
   metrics.observe({
     queued: () => coordinator.dispatcher.queued,

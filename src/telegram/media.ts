@@ -10,6 +10,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { GrammyError, HttpError, type Api } from 'grammy'
 import type { Message } from 'grammy/types'
 import { FILE_KINDS, type BrainFile, type FileKind } from '../brain/protocol.js'
+import type { MediaQuota } from './media-quota.js'
 
 
 /** Bots may download files up to 20 MB; getFile refuses bigger ones with "file is too big". */
@@ -42,6 +43,8 @@ export interface DownloadMediaOptions {
   readonly signal?: AbortSignal
   /** The bound on one file (default DEFAULT_DOWNLOAD_TIMEOUT_MS). */
   readonly timeoutMs?: number
+  /** MEDIA_QUOTA_MB: a file that does not fit is not downloaded (its note says why). */
+  readonly quota?: MediaQuota
   readonly log: FastifyBaseLogger
 }
 
@@ -116,9 +119,14 @@ const MEGABYTE = 1024 * 1024
 const DOWNLOAD_BACKOFF_MS = [500, 1500] as const
 const TEMP_SUFFIX = '.part'
 
+/** Where all media lives: `<stateDir>/media`. */
+export function mediaRoot(stateDir: string): string {
+  return path.join(path.resolve(stateDir), 'media')
+}
+
 /** Where a message's media lives: `<stateDir>/media/<update_id>`. */
 export function mediaDir(stateDir: string, updateId: number): string {
-  return path.join(path.resolve(stateDir), 'media', String(updateId))
+  return path.join(mediaRoot(stateDir), String(updateId))
 }
 
 /** Deletes a message's media directory (retention); a missing one is fine. */
@@ -174,6 +182,26 @@ async function fetchOne(options: DownloadMediaOptions, ref: MediaRef, target: st
     return { ...described, path: target, size: existing }
   }
 
+  const admission = await options.quota?.admit(ref.size, MAX_DOWNLOAD_SIZE)
+  if (admission !== undefined && 'refused' in admission) {
+    log.warn({ ...fields, size: ref.size, reason: admission.refused }, 'media not downloaded: over the quota')
+    return { ...described, path: null, size: ref.size, note: admission.refused }
+  }
+  try {
+    return await download(options, ref, target, described, fields)
+  } finally {
+    admission?.release()
+  }
+}
+
+async function download(
+  options: DownloadMediaOptions,
+  ref: MediaRef,
+  target: string,
+  described: Pick<BrainFile, 'kind' | 'mime_type' | 'file_name'>,
+  fields: Record<string, unknown>,
+): Promise<BrainFile> {
+  const { log, signal } = options
   const startedAt = Date.now()
   const timeoutMs = options.timeoutMs ?? DEFAULT_DOWNLOAD_TIMEOUT_MS
   const timeout = AbortSignal.timeout(timeoutMs)

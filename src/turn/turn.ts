@@ -17,6 +17,7 @@ import type { TelegramClient } from '../telegram/client.js'
 import { deliver, finalReaction, notify, replyTarget, type FinalReactionDeps } from '../telegram/delivery.js'
 import { ChatFeedback } from '../telegram/feedback.js'
 import { downloadMedia, mediaDir, mediaOf } from '../telegram/media.js'
+import type { MediaQuota } from '../telegram/media-quota.js'
 import { messageOf } from '../telegram/updates.js'
 import {
   attemptMetric,
@@ -46,6 +47,8 @@ export interface TurnDeps {
   readonly acks: PendingAcks
   /** Wraps each attempt in the sandbox (or runs it as is, with BRAIN_SANDBOX=off). */
   readonly sandbox: BrainSandbox
+  /** MEDIA_QUOTA_MB: downloads make room by deleting older messages' media, never a running turn's. */
+  readonly mediaQuota: MediaQuota
 }
 
 /**
@@ -77,12 +80,15 @@ export function createMessageWork(deps: TurnDeps): Work {
       const collected = deps.config.busyMode === 'queue' ? albumItems : deps.inbox.queuedInChat(message.chatId).slice(0, COLLECT_MAX)
       const [first = message, ...rest] = collected
       const batch: Batch = [first, ...rest]
+      const releaseMedia = deps.mediaQuota.hold(batch.map((queued) => queued.updateId))
       try {
         await runTurn(deps, batch, context, log)
       } catch (error) {
         // Stopping with the service: the messages stay in the inbox for the next start.
         if (context.signal.aborted && (context.signal.reason as StopReason) === 'shutdown') return
         await failTurn(deps, batch, error, log)
+      } finally {
+        releaseMedia()
       }
     } else if (message.replyState === 'pending' && message.reply) {
       context.settle()
@@ -174,6 +180,7 @@ async function prepareMessages(
             token: config.botToken,
             apiRoot: config.apiRoot,
             dir: mediaDir(config.stateDir, stored.updateId),
+            quota: deps.mediaQuota,
             media,
             signal,
             log,
