@@ -1,7 +1,7 @@
 // Starts a real Caddy (the `caddy` on PATH) with the project's Caddyfile, for tests that go through
 // the reverse proxy. Caddy gets a temporary HOME/XDG_DATA_HOME/XDG_CONFIG_HOME so it writes nothing
-// outside the temp directory, its admin endpoint is off (so it can run beside a system Caddy and
-// beside other tests), and the site is plain http://127.0.0.1:<free port>.
+// outside the temp directory, its admin endpoint is off (the Caddyfile's own setting, which lets it
+// run beside a system Caddy and beside other tests), and the site is plain http://127.0.0.1:<free port>.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import http from 'node:http'
@@ -77,7 +77,6 @@ async function startOnce(options: CaddyOptions, port: number): Promise<RunningCa
     HOME: home,
     XDG_DATA_HOME: path.join(home, 'data'),
     XDG_CONFIG_HOME: path.join(home, 'config'),
-    COORDINATOR_CADDY_ADMIN: 'off',
     COORDINATOR_SITE: `http://127.0.0.1:${port}`,
     COORDINATOR_UPSTREAM: options.upstream,
     ...(options.telegramIpRanges === undefined ? {} : { TELEGRAM_IP_RANGES: options.telegramIpRanges }),
