@@ -60,6 +60,14 @@ t.test('exit 75 is retried within the budget; other exits are not', async (t) =>
   await eventually(() => replies(stack.emu.calls).some((text) => text.startsWith('⚠️ brain exited 3')), 10_000, 'the failure notice')
   t.ok(replies(stack.emu.calls).includes('⚠️ brain exited 3: disk-on-fire'))
   t.equal(readBrainLog(stack.brainLog).filter((event) => event['update_id'] === failing.update_id && event['ev'] === 'start').length, 1)
+
+  // In a group everyone reads the notice: it says what failed, the stderr stays in the log.
+  const GROUP = -1001234500001
+  const inGroup = stack.emu.sendText({ chatId: GROUP, text: 'exit=3 stderr=secret-path-in-stderr' })
+  const notice = await stack.emu.waitFor((call) => call.method === 'sendMessage' && call.ok && call.params['chat_id'] === GROUP, { timeoutMs: 10_000 })
+  t.equal(notice.params['text'], '⚠️ brain exited 3', 'a group gets the notice without the stderr')
+  const reaped = await stack.svc.waitForLog((line) => line.msg === 'child reaped' && line['update_id'] === inGroup.update_id)
+  t.equal(reaped['stderr_last'], 'secret-path-in-stderr', 'the log keeps it')
 })
 
 t.test('the brain sees none of the secrets, and a 200 KiB message arrives intact', async (t) => {

@@ -10,8 +10,10 @@ const QUOTED_LINE_CHARS = 300
 /**
  * What a brain's last attempt leaves behind: its stdout as the reply on exit 0, otherwise a short
  * "⚠️ …" notice saying what went wrong. `limitMs` is the limit that ended a timed-out attempt.
+ * `details` (a private chat) lets the notice quote the brain's stderr and the start error; in a
+ * group everyone reads it, so it says only what failed, and the rest stays in the log.
  */
-export function outcomeOf(result: BrainAttempt, limitMs: number): Outcome {
+export function outcomeOf(result: BrainAttempt, limitMs: number, details = true): Outcome {
   const base = { exitCode: result.exitCode, exitSignal: result.signal, stderrTail: result.stderrTail }
   switch (result.outcome) {
     case 'exited':
@@ -22,13 +24,17 @@ export function outcomeOf(result: BrainAttempt, limitMs: number): Outcome {
       if (result.exitCode === null) {
         return { ...base, state: 'failed', reply: `⚠️ brain was killed by ${result.signal ?? 'a signal'}` }
       }
-      return { ...base, state: 'failed', reply: `⚠️ brain exited ${result.exitCode}${lastLine(result.stderrTail, ': ')}` }
+      return { ...base, state: 'failed', reply: `⚠️ brain exited ${result.exitCode}${details ? lastLine(result.stderrTail, ': ') : ''}` }
     case 'timed_out':
       return { ...base, state: 'timed_out', reply: `⚠️ timed out after ${formatSeconds(limitMs)} s; the brain was stopped` }
     case 'cancelled':
       return cancelledOutcome(result)
     case 'spawn_error':
-      return { ...base, state: 'failed', reply: `⚠️ brain could not start: ${result.error ?? 'unknown error'}` }
+      return {
+        ...base,
+        state: 'failed',
+        reply: details ? `⚠️ brain could not start: ${result.error ?? 'unknown error'}` : '⚠️ brain could not start; the service log says why',
+      }
   }
 }
 
@@ -44,10 +50,10 @@ export function failedOutcome(reply: string, result?: BrainAttempt): Outcome {
 }
 
 /** The brain kept exiting 75 until the message's time budget could not fit another attempt. */
-export function retriesExhausted(result: BrainAttempt, attempts: number): Outcome {
+export function retriesExhausted(result: BrainAttempt, attempts: number, details = true): Outcome {
   return failedOutcome(
     `⚠️ brain kept failing temporarily (exit ${EXIT_TEMPFAIL}) until the time budget ran out after ` +
-      `${attempts} attempts${lastLine(result.stderrTail, ': ')}`,
+      `${attempts} attempts${details ? lastLine(result.stderrTail, ': ') : ''}`,
     result,
   )
 }

@@ -205,6 +205,8 @@ async function runAttempts(
 ): Promise<Outcome | 'interrupted' | 'requeued'> {
   const { config, inbox, metrics } = deps
   const lead = batch.at(-1) as StoredMessage
+  // In a group everyone reads the notice; the brain's stderr may hold what only the operator should see.
+  const details = inPrivateChat(lead)
   const redelivered = batch.some((message) => message.interruptions > 0)
   if (redelivered) await notify(deps.telegram, lead, RESTART_NOTICE, log)
   const chatDir = chatDirOf(config.stateDir, lead.chatId)
@@ -279,12 +281,17 @@ async function runAttempts(
 
     const backoff = Math.min(RETRY_BACKOFF_BASE_MS * 2 ** (attempt - firstAttempt - 1), RETRY_BACKOFF_MAX_MS)
     if (Date.now() + backoff >= budgetDeadline) {
-      return retriesExhausted(result, attempt - firstAttempt)
+      return retriesExhausted(result, attempt - firstAttempt, details)
     }
     log.info({ attempt, backoff_ms: backoff }, 'brain asked for a retry (exit 75)')
     if (!(await sleep(backoff, context.signal))) return stopped() ?? cancelledOutcome(result)
   }
-  return outcomeOf(lastAttempt, limitMs)
+  return outcomeOf(lastAttempt, limitMs, details)
+}
+
+/** Whether the message came from a one-to-one chat with the bot (not a group or a channel). */
+function inPrivateChat(message: StoredMessage): boolean {
+  return messageOf(JSON.parse(message.updateJson) as Update)?.chat.type === 'private'
 }
 
 function reactionDeps(deps: TurnDeps): FinalReactionDeps {
