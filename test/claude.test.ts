@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Message, Update } from 'grammy/types'
 import t from 'tap'
+import { splitCommandLine } from '../src/brain/argv.js'
 import { buildPrompt, CLAUDE_BASE_ARGS, claudeArgv, SESSION_GONE_NOTICE } from '../src/adapters/claude/claude.js'
 import { readSession, SESSION_FILE } from '../src/adapters/claude/claude-session.js'
 import { classifyFailure, describeToolUse, progressOf, type ClaudeResult, type RunEvidence } from '../src/adapters/claude/claude-stream.js'
@@ -371,3 +372,14 @@ function runAdapter(envelope: object, env: Record<string, string>, onStart?: (ch
 function lastLine(text: string): string {
   return text.trim().split('\n').at(-1) ?? ''
 }
+
+t.test('claude.env.example is safe by default: no editing combined with running what the edits change', async (t) => {
+  const example = fs.readFileSync(path.join(ROOT, 'scripts/brains/claude.env.example'), 'utf8')
+  const active = example.split('\n').filter((line) => line.startsWith('CLAUDE_ARGS='))
+  t.equal(active.length, 1, 'one active CLAUDE_ARGS')
+  const argv = splitCommandLine((active[0] ?? '').slice('CLAUDE_ARGS='.length).replace(/^'|'$/gu, ''))
+  const tools = (argv[argv.indexOf('--allowedTools') + 1] ?? '').split(',')
+  t.notOk(argv.includes('--dangerously-skip-permissions'), 'permission checks stay on')
+  t.notOk(argv.includes('acceptEdits') || argv.includes('bypassPermissions'), 'no permission mode that edits without asking')
+  t.notOk(tools.some((tool) => /^(Edit|Write|MultiEdit|NotebookEdit|Bash)\b/u.test(tool)), `no editing or shell tool allowed: ${tools.join(', ')}`)
+})
