@@ -189,12 +189,13 @@ t.test('check passes against a good setup, one ✓ line per check', async (t) =>
   const run = await cli(['check', '--url', url], env)
   t.equal(run.code, 0, run.stdout + run.stderr)
   const lines = checkLines(run.stdout)
-  t.same([...lines.keys()], ['configuration', 'brain', 'STATE_DIR', 'LOCK_DIR', 'bot token', 'webhook', 'webhook deliveries'])
+  t.same([...lines.keys()], ['configuration', 'brain', 'sandbox', 'STATE_DIR', 'LOCK_DIR', 'bot token', 'webhook', 'webhook deliveries'])
   t.ok([...lines.values()].every((line) => line.mark === '✓'), run.stdout)
   t.match(lines.get('bot token')?.text, /@emulated_bot/u)
   t.match(lines.get('brain')?.text, `${TEST_BRAIN} is executable`)
   t.match(lines.get('webhook')?.text, `set to ${url}`)
-  t.match(run.stdout, /all 7 checks passed\n$/u)
+  t.match(lines.get('sandbox')?.text, /^bubblewrap works; brains run sandboxed$/u)
+  t.match(run.stdout, /all 8 checks passed\n$/u)
   t.notOk(fs.existsSync(env['STATE_DIR'] as string), 'check creates no directories (the service does)')
 
   // Under systemd (docs/DEPLOY.md's `coord`), LOCK_DIR defaults into a RuntimeDirectory= that
@@ -223,7 +224,7 @@ t.test('check fails with the right ✗ lines: no webhook, webhook elsewhere, fai
   t.equal(noWebhookLines.get('webhook')?.mark, '✗')
   t.match(noWebhookLines.get('webhook')?.text, /none is set.*run coordinator set-webhook --url https:\/\/<your domain>\/telegram\/webhook/u)
   t.equal(noWebhookLines.get('bot token')?.mark, '✓')
-  t.match(noWebhook.stdout, /1 of 6 checks failed\n$/u)
+  t.match(noWebhook.stdout, /1 of 7 checks failed\n$/u)
 
   await new Api(TOKEN, { apiRoot: emu.url }).setWebhook('https://elsewhere.example.com/telegram/webhook')
   const elsewhere = await cli(['check', '--url', 'https://bot.example.com/telegram/webhook'], env)
@@ -260,6 +261,9 @@ t.test('check fails with the right ✗ lines: no webhook, webhook elsewhere, fai
   const brainLine = checkLines(notExecutable.stdout).get('brain')
   t.equal(brainLine?.mark, '✗')
   t.match(brainLine?.text, `${brain} is not executable by this user; run chmod +x ${brain}`)
+
+  const unconfined = await cli(['check'], { ...env, BRAIN_SANDBOX: 'off' })
+  t.match(checkLines(unconfined.stdout).get('sandbox'), { mark: '✓', text: /^warning: BRAIN_SANDBOX=off: brains run unconfined and can read the bot token/u }, 'BRAIN_SANDBOX=off is allowed, with a warning')
 
   const file = path.join(tempDir(t), 'not-a-directory')
   fs.writeFileSync(file, '')

@@ -49,7 +49,8 @@ t.test('a crash run: 500 messages in 20 chats, SIGKILLed at random 5 times, noth
   const port = String(await freePort())
   const emulator = await startEmulator({ token: TOKEN, deliveryRetryMs: 100, deliveryRetryMaxMs: 300 })
   const appendDir = tempDir('coordinator-append-')
-  const env = { PORT: port, LOG_LEVEL: 'info', BRAIN_COMMAND: APPEND_BRAIN, BRAIN_ENV_ALLOW: 'APPEND_DIR', APPEND_DIR: appendDir }
+  // The brain writes there: as its BRAIN_CWD, the sandbox lets it.
+  const env = { PORT: port, LOG_LEVEL: 'info', BRAIN_COMMAND: APPEND_BRAIN, BRAIN_ENV_ALLOW: 'APPEND_DIR', APPEND_DIR: appendDir, BRAIN_CWD: appendDir }
   const stack = await startStack({ emulator, env })
   t.teardown(async () => {
     await stack.close()
