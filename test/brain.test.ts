@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { processes } from './helpers/proc.js'
-import { CLI, SECRET, TOKEN, eventually, readBrainLog, startStack, tempDir } from './helpers/service.js'
+import { CLI, SECRET, TOKEN, eventually, liveGroupMembers, readBrainLog, startStack, tempDir } from './helpers/service.js'
 
 const run = promisify(execFile)
 const CHAT = 5550001
@@ -15,12 +15,6 @@ const replies = (calls: readonly { method: string; ok: boolean; params: Record<s
 const zombieChildrenOf = (pid: number): number[] =>
   processes()
     .filter((p) => p.ppid === pid && p.state === 'Z')
-    .map((p) => p.pid)
-
-/** Processes of group `pgid` that are not zombies. */
-const liveMembersOf = (pgid: number): number[] =>
-  processes()
-    .filter((p) => p.pgrp === pgid && p.state !== 'Z' && p.state !== 'X')
     .map((p) => p.pid)
 
 t.test('a hung brain with a grandchild is killed at its budget; the user is told; nothing is left', async (t) => {
@@ -38,7 +32,7 @@ t.test('a hung brain with a grandchild is killed at its budget; the user is told
   // leader's pid as the service sees it, and the grandchild is in it.
   const leader = (await stack.svc.waitForLog((line) => line.msg === 'child started'))['pid'] as number
   const left = await eventually(() => {
-    const live = liveMembersOf(leader)
+    const live = liveGroupMembers(leader)
     return live.length === 0 ? live : undefined
   }, 5000, "the brain's process group to die")
   t.same(left, [], 'nothing of the brain is running (gone, or a zombie of PID 1 where init does not reap)')

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import type { Message } from 'grammy/types'
 import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
-import { ROOT, eventually, isAlive, readBrainLog, startStack, type Stack } from './helpers/service.js'
+import { ROOT, brainLeader, eventually, liveGroupMembers, readBrainLog, startStack, type Stack } from './helpers/service.js'
 
 // Generous: CI machines are noisy; these bound waits, they are not what the tests measure.
 const WAIT = { timeoutMs: 20_000 }
@@ -110,7 +110,10 @@ t.test('/status, /cancel and /cancel all answer at once while a brain runs', asy
   t.ok(cancel.ms < 1000, `/cancel answered in ${cancel.ms} ms`)
   t.match(cancel.text, /Stopped the brain/u)
   t.match(cancel.text, /2 queued messages will still be answered/u)
-  await eventually(() => !isAlive(start['pid'] as number) && !isAlive(grandchild['grandchild_pid'] as number), 10_000, 'brain gone')
+  // The brain and its grandchild share the process group the service started (pids inside a sandbox are its own).
+  t.ok(grandchild['grandchild_pid'], 'the brain had started a grandchild')
+  const leader = brainLeader(stack.svc, start['update_id'] as number) as number
+  await eventually(() => liveGroupMembers(leader).length === 0, 10_000, 'brain gone')
   t.pass('no process of the cancelled brain is left')
   await emu.waitFor((call) => call.method === 'sendMessage' && /^reply \d+ second$/u.test(sent(call)?.text ?? ''), WAIT)
   await emu.waitFor((call) => call.method === 'sendMessage' && /^reply \d+ third$/u.test(sent(call)?.text ?? ''), WAIT)
@@ -243,7 +246,7 @@ t.test('BUSY_MODE=interrupt: a new message stops the brain; the next run gets ev
   const firstStart = await eventually(() => brainStarts(stack)[0], 20_000, 'first run')
   const second = emu.sendText({ chatId: 770, text: 'never mind' })
   await emu.waitFor((call) => call.method === 'sendMessage' && /sleep=30\s+never mind/u.test(sent(call)?.text ?? ''), WAIT)
-  t.notOk(isAlive(firstStart['pid'] as number), 'the interrupted brain is gone')
+  t.same(liveGroupMembers(brainLeader(stack.svc, firstStart['update_id'] as number) as number), [], 'the interrupted brain is gone')
   const runs = brainStarts(stack) as { messages: { update_id: number }[] }[]
   t.same(runs.map((run) => run.messages.map((message) => message.update_id)), [[first.update_id], [first.update_id, second.update_id]])
   t.equal(emu.callsOf('sendMessage').filter(inChat(770)).length, 1, 'one answer for both')

@@ -113,26 +113,28 @@ export class BrainSandbox {
     return this.#settings.mode === 'on'
   }
 
-  /** The working directory of an attempt: BRAIN_CWD when configured, else the chat's directory. */
-  workDir(chatDir: string): string {
-    return this.#settings.brainCwd ?? chatDir
-  }
-
-  /** `argv` and `env` as one attempt runs them: inside bwrap when the sandbox is on, unchanged when off. */
+  /**
+   * `argv` and `env` as one attempt runs them: inside bwrap when the sandbox is on, unchanged when
+   * off. The working directory is BRAIN_CWD when configured, else the chat's directory; should that
+   * directory be unusable (the service warned it could not create it), the brain runs anyway, in
+   * a temporary directory (the sandbox's own /tmp), never in STATE_DIR.
+   */
   wrap(argv: readonly [string, ...string[]], env: Readonly<Record<string, string>>, paths: AttemptPaths): SandboxedCommand {
-    const cwd = this.workDir(paths.chatDir)
+    const chatDirUsable = isDirectory(paths.chatDir)
+    const fallback = this.enabled ? '/tmp' : os.tmpdir()
+    const cwd = this.#settings.brainCwd ?? (chatDirUsable ? paths.chatDir : fallback)
     if (!this.enabled) return { argv, cwd, env }
     const mounts: Mount[] = [...this.#fixedMounts]
-    mounts.push({ op: '--bind', src: paths.chatDir, dest: paths.chatDir })
+    if (chatDirUsable) mounts.push({ op: '--bind', src: paths.chatDir, dest: paths.chatDir })
     for (const dir of paths.mediaDirs) mounts.push({ op: '--ro-bind-try', src: dir, dest: dir })
     // What is left of STATE_DIR (the directories leading to the chat's) and the sandbox's root
     // (the mount points) are not for writing: only the chat's directory, BRAIN_CWD and /tmp are.
     const readOnly = ['--remount-ro', this.#settings.stateDir, '--remount-ro', '/']
     return {
       argv: [this.#bwrap, ...this.#namespaceArgs(), ...mountArgs(mounts), ...readOnly, '--chdir', cwd, '--', ...argv],
-      // bwrap itself runs in the service's working directory; --chdir moves the brain.
-      cwd: paths.chatDir,
-      env: { ...env, HOME: paths.chatDir, TMPDIR: '/tmp' },
+      // bwrap itself starts from a directory that exists; --chdir moves the brain.
+      cwd: os.tmpdir(),
+      env: { ...env, HOME: chatDirUsable ? paths.chatDir : fallback, TMPDIR: '/tmp' },
     }
   }
 

@@ -37,6 +37,16 @@ export function processes(): ProcessInfo[] {
   return found
 }
 
+/**
+ * Processes of process group `pgid` that are not zombies. A brain's group is the pid the service
+ * logs as `child started`; the pids a brain reports itself are its PID namespace's when sandboxed.
+ */
+export function liveGroupMembers(pgid: number): number[] {
+  return processes()
+    .filter((p) => p.pgrp === pgid && p.state !== 'Z' && p.state !== 'X')
+    .map((p) => p.pid)
+}
+
 /** True while a process exists and is not a zombie (a zombie is dead, only not yet reaped). */
 export function isAlive(pid: number): boolean {
   const state = processInfo(pid)?.state

@@ -5,10 +5,10 @@ import path from 'node:path'
 import { Api } from 'grammy'
 import { ServiceProcess, type ServiceLogLine } from '../../src/demo/service.js'
 import { startEmulator, type BotApiEmulator } from '../../src/emulator/index.js'
-import { isAlive } from './proc.js'
+import { isAlive, liveGroupMembers } from './proc.js'
 import { ROOT } from './root.js'
 
-export { ROOT, isAlive }
+export { ROOT, isAlive, liveGroupMembers }
 export const CLI = path.join(ROOT, 'dist/cli.js')
 export const TEST_BRAIN = path.join(ROOT, 'test/fixtures/brain.mjs')
 export const TOKEN = '123456:TEST-token'
@@ -117,6 +117,11 @@ export function runProgram(command: string, args: string[], options: { env?: Nod
     child.once('error', reject)
     child.once('close', (code) => resolve({ code, stdout, stderr }))
   })
+}
+
+/** The pid (and process group) of the first brain attempt the service started for an update. */
+export function brainLeader(svc: ServiceProcess, updateId: number): number | undefined {
+  return svc.logs.find((line) => line.msg === 'child started' && line['update_id'] === updateId)?.['pid'] as number | undefined
 }
 
 /** The brain log's JSON lines. */
