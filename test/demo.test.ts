@@ -90,7 +90,8 @@ t.test('coordinator demo --delay 1 plays the script and prints a timeline with �
     const reply = step.expects.answer === 'none' ? `(no reply: cancelled by #${numberOf(step.expects.cancelledBy)} /cancel)` : step.expects.reply
     t.ok(timeline.some((line) => line.includes(`↳ ${reply}`)), `the reply to "${step.text}": ${reply}`)
   }
-  t.match(demo.stdout, /↳ ⚠️ brain exited 3: the message asked the echo brain to fail/u, 'the failing brain’s ⚠️ reply')
+  t.match(demo.stdout, /↳ ⚠️ brain exited 3$/mu, 'the failing brain’s ⚠️ reply, in a group without its stderr')
+  t.match(demo.stdout, /^Brains run (sandboxed \(bubblewrap, BRAIN_SANDBOX=on\)|unconfined \(BRAIN_SANDBOX=off\), as the sandbox cannot run here: )/mu, 'it says whether the brains run sandboxed')
 
   const conversation = lines.slice(0, timelineAt).join('\n')
   t.match(conversation, /… 🤔 thinking… \(1\/3\)$/mu, 'the conversation shows a status message')

@@ -7,7 +7,8 @@ import { parseArgs } from 'node:util'
 import { Api } from 'grammy'
 import { isExecutable } from '../brain/preflight.js'
 import { UsageError } from '../cli/usage.js'
-import { DEFAULTS } from '../config.js'
+import { ConfigError, DEFAULTS, type SandboxMode } from '../config.js'
+import { BrainSandbox } from '../brain/sandbox.js'
 import { DEFAULT_PATH } from '../brain/env.js'
 import { startEmulator, type BotApiEmulator, type RecordedCall } from '../emulator/index.js'
 import { renderSummary, renderTimeline, renderVerdicts, replyLine, sentLine, statusLine } from './render.js'
@@ -45,6 +46,7 @@ interface ServiceSettings {
   readonly secret: string
   readonly stateDir: string
   readonly delayS: number
+  readonly sandbox: SandboxMode
 }
 
 /**
@@ -90,7 +92,9 @@ export async function runDemo(args: string[]): Promise<number> {
     if (!isExecutable(ECHO_BRAIN)) throw new Error(`the example brain ${ECHO_BRAIN} is missing or not executable`)
     emulator = await startEmulator({ token: DEMO_TOKEN })
     const secret = randomBytes(16).toString('hex')
-    service = await ServiceProcess.start(CLI_PATH, serviceEnvironment({ apiRoot: emulator.url, secret, stateDir, delayS }))
+    const sandbox = sandboxFor(stateDir)
+    print(sandbox.line)
+    service = await ServiceProcess.start(CLI_PATH, serviceEnvironment({ apiRoot: emulator.url, secret, stateDir, delayS, sandbox: sandbox.mode }))
     await new Api(DEMO_TOKEN, { apiRoot: emulator.url }).setWebhook(`${service.url}${DEFAULTS.webhookPath}`, { secret_token: secret })
     print(`Service ready at ${service.url} (its log is read by the demo, not shown).`)
     print(`Its state directory: ${stateDir} (removed at the end).`)
@@ -158,10 +162,9 @@ function readOptions(args: string[]): DemoOptions | 'help' {
  * The service's whole environment: nothing inherited but PATH and HOME, so a TELEGRAM_BOT_TOKEN or
  * BRAIN_COMMAND in the caller's environment cannot leak in.
  */
-function serviceEnvironment({ apiRoot, secret, stateDir, delayS }: ServiceSettings): Record<string, string> {
+function serviceEnvironment({ apiRoot, secret, stateDir, delayS, sandbox }: ServiceSettings): Record<string, string> {
   return {
-    // The echo brain is `#!/usr/bin/env node`: find the node running the demo first.
-    PATH: [path.dirname(process.execPath), process.env['PATH'] || DEFAULT_PATH].join(path.delimiter),
+    PATH: demoPath(),
     HOME: os.homedir(),
     TELEGRAM_BOT_TOKEN: DEMO_TOKEN,
     TELEGRAM_WEBHOOK_SECRET: secret,
@@ -179,6 +182,26 @@ function serviceEnvironment({ apiRoot, secret, stateDir, delayS }: ServiceSettin
     PORT: '0',
     LOG_LEVEL: 'info',
     SHUTDOWN_GRACE_S: '5',
+    BRAIN_SANDBOX: sandbox,
+  }
+}
+
+// The echo brain is `#!/usr/bin/env node`: find the node running the demo first.
+function demoPath(): string {
+  return [path.dirname(process.execPath), process.env['PATH'] || DEFAULT_PATH].join(path.delimiter)
+}
+
+/**
+ * The brains run sandboxed where bubblewrap works (as the service would refuse to start otherwise),
+ * unconfined where it does not; the line says which, and why.
+ */
+function sandboxFor(stateDir: string): { mode: SandboxMode; line: string } {
+  try {
+    BrainSandbox.prepare({ mode: 'on', network: 'on', stateDir, brainCwd: undefined, command: ECHO_BRAIN }, { PATH: demoPath() })
+    return { mode: 'on', line: "Brains run sandboxed (bubblewrap, BRAIN_SANDBOX=on): each sees its own chat's directory and no other." }
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    return { mode: 'off', line: `Brains run unconfined (BRAIN_SANDBOX=off), as the sandbox cannot run here: ${error.message}` }
   }
 }
 

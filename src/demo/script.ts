@@ -89,7 +89,8 @@ export const DEMO_STEPS: readonly DemoStep[] = [
     chat: 'household',
     text: 'Fix the boiler #fail',
     shows: 'brain fails: exit 3',
-    expects: { answer: 'brain', reply: '⚠️ brain exited 3: ', reaction: DEFAULTS.reactionFailed },
+    // A group: the notice leaves out the brain's stderr, which everyone would read.
+    expects: { answer: 'brain', reply: '⚠️ brain exited 3', reaction: DEFAULTS.reactionFailed },
   },
   {
     id: 'long',
