@@ -56,7 +56,7 @@ const BWRAP_CANDIDATES = ['/usr/bin/bwrap', '/usr/local/bin/bwrap']
 
 /**
  * The bubblewrap sandbox every brain attempt runs in (BRAIN_SANDBOX=on). Each attempt gets new
- * user, PID, IPC, UTS and cgroup namespaces (and network, with BRAIN_NETWORK=off), no capabilities,
+ * user, mount, PID and IPC namespaces (and network, with BRAIN_NETWORK=off), no capabilities,
  * no_new_privs, and a file system made of: the system directories read-only, the brain's program,
  * its interpreter and the PATH directories read-only, a private /tmp, a /proc of its own PID
  * namespace, a minimal /dev, BRAIN_CWD read-write when configured, and of STATE_DIR only the
@@ -161,11 +161,7 @@ export class BrainSandbox {
       '--disable-userns',
       '--unshare-pid',
       '--unshare-ipc',
-      '--unshare-uts',
-      '--unshare-cgroup-try',
       ...(this.#settings.network === 'off' ? ['--unshare-net'] : []),
-      '--hostname',
-      'brain',
       '--cap-drop',
       'ALL',
     ]
