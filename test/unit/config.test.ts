@@ -104,12 +104,15 @@ t.test('the defaults the README documents', async (t) => {
     inbox: 'sqlite',
     logLevel: 'info',
     inboxRetentionMs: 72 * 3600_000,
-    brain: { input: 'json', envAllow: [], timeoutMs: 90_000, messageBudgetMs: 180_000, killGraceMs: 5000, cwd: VALID.STATE_DIR },
+    brain: { input: 'json', envAllow: [], timeoutMs: 90_000, messageBudgetMs: 180_000, killGraceMs: 5000, sandbox: 'on', network: 'on' },
     lockDir: `${VALID.STATE_DIR}/locks`,
     webhookSecretPrevious: undefined,
     trustedProxies: [],
+    mediaQuotaBytes: 2048 * 1024 * 1024,
+    linkPreviews: false,
   })
   t.equal(config.allowedUsers.size, 0, 'nobody listed beyond the chats')
+  t.equal(config.brain.cwd, undefined, "no BRAIN_CWD: each brain works in its chat's directory, never in STATE_DIR")
   t.equal(DEFAULTS.maxConcurrentBrains, 4)
 })
 
