@@ -96,7 +96,8 @@ t.test('a flood of bad requests writes a bounded number of log lines: the first 
   }
   await Promise.all(Array.from({ length: 16 }, worker))
   t.same([...statuses.keys()].sort(), [400, 401, 404, 415, 429], `every kind was refused (${JSON.stringify(Object.fromEntries(statuses))})`)
-  const during = svc.logs.slice(linesBefore)
+  // The flood keeps the CPU busy; the stall watch's lines are about that, not about the requests.
+  const during = svc.logs.slice(linesBefore).filter((line: LogLine) => line.msg !== 'event loop stalled')
   t.ok(during.length <= 10, `${total} bad requests wrote ${during.length} log lines`)
   await svc.stop()
   const summary = svc.logs.find((line: LogLine) => /more rejected requests/u.test(line.msg))

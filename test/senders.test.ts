@@ -134,7 +134,7 @@ t.test('BRAIN_INPUT=text: in a group the prompt names who speaks', async (t) => 
   const brain = path.join(dir, 'brain.sh')
   fs.writeFileSync(brain, `#!/bin/sh\ncat >> "${prompts}"\necho '---' >> "${prompts}"\necho ok\n`, { mode: 0o755 })
   const stack = await startStack({
-    env: { ALLOW_ALL_CHATS: '0', ALLOWED_CHAT_IDS: `${GROUP},${OWNER.id}`, ALLOWED_USER_IDS: String(OWNER.id), BRAIN_COMMAND: brain, BRAIN_INPUT: 'text' },
+    env: { ALLOW_ALL_CHATS: '0', ALLOWED_CHAT_IDS: `${GROUP},${OWNER.id}`, ALLOWED_USER_IDS: String(OWNER.id), BRAIN_COMMAND: brain, BRAIN_INPUT: 'text', BRAIN_CWD: dir },
   })
   t.teardown(() => stack.close())
   const { emu } = stack
