@@ -1,4 +1,5 @@
 import PQueue from 'p-queue'
+import { Fifo } from './fifo.js'
 
 /** A message waiting for or holding its chat's turn. */
 export interface Job {
@@ -58,13 +59,15 @@ export interface ChatStatus {
 }
 
 interface Lane {
-  readonly queue: PQueue
-  // The chat's later jobs, as plain records: the queue gets them one at a time, so a long backlog
-  // costs a few dozen bytes a message instead of a queued task (a closure and a promise) each.
-  readonly backlog: Job[]
-  // Jobs added and not yet finished, including the one running: the lane is dropped at zero.
-  outstanding: number
+  readonly chatId: number
+  // The chat's jobs not yet started, in arrival order, as plain records: a waiting message costs
+  // its record and nothing more until its turn is built.
+  readonly backlog: Fifo<Job>
   current: Current | undefined
+  // While the backlog's head is in line for a slot: since when, and the ticket of its place in line
+  // (a stopped head leaves its place behind, which the line then skips).
+  readySince: number | undefined
+  ticket: number
 }
 
 interface Current {
@@ -73,19 +76,33 @@ interface Current {
   runningSince: number | undefined
   settled: boolean
   readonly abort: AbortController
+  // Counted in the dispatcher's admitted turns until its first brain attempt enters the limiter.
+  admitted: boolean
+}
+
+/** A lane's place in the line for a slot. */
+interface Place {
+  readonly lane: Lane
+  readonly ticket: number
 }
 
 /**
- * Per-chat queues feeding one global limiter. Each chat has a p-queue of concurrency 1, so its
- * messages run one at a time in arrival order; each of them takes one of `maxConcurrent` global
- * slots to run its brain, so no chat can hold more than one slot and no chat blocks another.
- * A chat's queue exists only while it has work, so idle chats cost nothing.
+ * Per-chat lines feeding one global limiter. A chat's messages run one at a time in arrival order;
+ * each brain attempt takes one of `maxConcurrent` slots of a p-queue, so no chat holds more than one
+ * slot and no chat blocks another. A chat's turn (the work, with everything it builds) starts only
+ * when a slot is free for it: until then its messages are plain records in its line, and the chats
+ * wait for slots in the order they became ready. A chat's line exists only while it has work, so
+ * idle chats cost nothing.
  */
 export class Dispatcher {
   readonly maxConcurrent: number
   #lanes = new Map<number, Lane>()
   // The global brain slots, shared by every chat.
   #slots: PQueue
+  // Chats whose next job waits for a slot to start its turn, oldest first.
+  #ready = new Fifo<Place>()
+  // Turns started but not yet in the limiter (preparing their first attempt): they hold a slot's place.
+  #admitted = 0
   #work: Work
   #queued = 0
   #stopping = false
@@ -98,6 +115,8 @@ export class Dispatcher {
     }
     this.maxConcurrent = maxConcurrent
     this.#slots = new PQueue({ concurrency: maxConcurrent })
+    // A slot freed (or a wait for one given up) may let the next chat start.
+    this.#slots.addEventListener('next', () => this.#pump())
     this.#work = work
   }
 
@@ -105,26 +124,49 @@ export class Dispatcher {
   enqueue(job: Job): void {
     let lane = this.#lanes.get(job.chatId)
     if (!lane) {
-      lane = { queue: new PQueue({ concurrency: 1 }), backlog: [], outstanding: 0, current: undefined }
+      lane = { chatId: job.chatId, backlog: new Fifo(), current: undefined, readySince: undefined, ticket: 0 }
       this.#lanes.set(job.chatId, lane)
     }
-    lane.outstanding++
+    lane.backlog.push(job)
     this.#queued++
-    if (lane.outstanding === 1) this.#admit(lane, job)
-    else lane.backlog.push(job)
+    if (lane.current === undefined && lane.readySince === undefined) this.#line(lane)
+    this.#pump()
   }
 
-  #admit(lane: Lane, job: Job): void {
-    void lane.queue.add(() => this.#run(lane, job))
+  #line(lane: Lane): void {
+    lane.readySince = Date.now()
+    this.#ready.push({ lane, ticket: ++lane.ticket })
   }
 
-  /** Runs in the chat's turn; errors are the work's to handle, so one that escapes is only contained. */
-  async #run(lane: Lane, job: Job): Promise<void> {
+  /** Starts the turns of the chats first in line, as long as a slot is free for each. */
+  #pump(): void {
+    while (!this.#stopping && this.#admitted + this.#slots.pending + this.#slots.size < this.maxConcurrent) {
+      const place = this.#ready.shift()
+      if (place === undefined) return
+      const { lane } = place
+      if (place.ticket !== lane.ticket || lane.readySince === undefined) continue
+      lane.readySince = undefined
+      this.#start(lane, lane.backlog.shift() as Job, undefined)
+    }
+  }
+
+  /**
+   * Builds and runs a job's turn. Errors are the work's to handle, so one that escapes is only
+   * contained. A job stopped while it waited in line starts at once, already stopped, so that its
+   * work records how it ended.
+   */
+  #start(lane: Lane, job: Job, stoppedBy: StopReason | undefined): void {
     this.#queued--
-    if (this.#stopping) return this.#leave(lane, job)
     const abort = new AbortController()
-    const current: Current = { job, since: Date.now(), runningSince: undefined, settled: false, abort }
+    if (stoppedBy !== undefined) abort.abort(stoppedBy)
+    const current: Current = { job, since: Date.now(), runningSince: undefined, settled: false, abort, admitted: stoppedBy === undefined }
+    if (current.admitted) this.#admitted++
     lane.current = current
+    const leaveAdmitted = (): void => {
+      if (!current.admitted) return
+      current.admitted = false
+      this.#admitted--
+    }
     const inSlot = async <T>(run: () => Promise<T>): Promise<T> => {
       // A stop takes the job out of the line for a slot, but once its brain runs, the slot is held
       // until the brain is gone: p-queue would free it at the abort, with the brain still dying.
@@ -133,7 +175,7 @@ export class Dispatcher {
       if (abort.signal.aborted) stopWaiting()
       else abort.signal.addEventListener('abort', stopWaiting, { once: true })
       try {
-        return await this.#slots.add(
+        const attempt = this.#slots.add(
           async () => {
             abort.signal.removeEventListener('abort', stopWaiting)
             if (abort.signal.aborted) throw new JobStopped(abort.signal.reason as StopReason)
@@ -146,31 +188,32 @@ export class Dispatcher {
           },
           { signal: waiting.signal },
         )
+        // The attempt is in the limiter now (running or waiting there): it no longer needs its admission.
+        leaveAdmitted()
+        return await attempt
       } catch (error) {
         if (abort.signal.aborted && !(error instanceof JobStopped)) throw new JobStopped(abort.signal.reason as StopReason)
         throw error
+      } finally {
+        leaveAdmitted()
       }
     }
     const settle = (): void => {
       current.settled = true
     }
-    const work = this.#work(job, { inSlot, signal: abort.signal, settle }).catch(() => {
-      // The work reports its own failures; nothing may stop the chat's queue.
-    })
+    const work = this.#work(job, { inSlot, signal: abort.signal, settle })
+      .catch(() => {
+        // The work reports its own failures; nothing may stop the chat's line.
+      })
+      .finally(() => {
+        this.#active.delete(work)
+        leaveAdmitted()
+        lane.current = undefined
+        if (lane.backlog.size > 0) this.#line(lane)
+        else this.#lanes.delete(lane.chatId)
+        this.#pump()
+      })
     this.#active.add(work)
-    try {
-      await work
-    } finally {
-      this.#active.delete(work)
-      lane.current = undefined
-      this.#leave(lane, job)
-      const next = lane.backlog.shift()
-      if (next) this.#admit(lane, next)
-    }
-  }
-
-  #leave(lane: Lane, job: Job): void {
-    if (--lane.outstanding === 0) this.#lanes.delete(job.chatId)
   }
 
   /**
@@ -178,16 +221,28 @@ export class Dispatcher {
    * decided. Returns the job that was stopped.
    */
   stop(chatId: number, reason: StopReason): Job | undefined {
-    const current = this.#lanes.get(chatId)?.current
-    if (!current || current.settled || current.abort.signal.aborted) return undefined
-    current.abort.abort(reason)
-    return current.job
+    const lane = this.#lanes.get(chatId)
+    if (!lane) return undefined
+    const { current } = lane
+    if (current) {
+      if (current.settled || current.abort.signal.aborted) return undefined
+      current.abort.abort(reason)
+      return current.job
+    }
+    if (lane.readySince === undefined || this.#stopping) return undefined
+    lane.readySince = undefined
+    const job = lane.backlog.shift() as Job
+    this.#start(lane, job, reason)
+    return job
   }
 
   chatStatus(chatId: number): ChatStatus {
     const lane = this.#lanes.get(chatId)
     if (!lane) return { running: undefined, queued: 0 }
-    return { running: lane.current && describe(lane.current), queued: lane.queue.size + lane.backlog.length }
+    if (lane.current) return { running: describe(lane.current), queued: lane.backlog.size }
+    const head = lane.backlog.peek()
+    if (lane.readySince === undefined || head === undefined) return { running: undefined, queued: lane.backlog.size }
+    return { running: { job: head, since: lane.readySince, runningSince: undefined, phase: 'waiting' }, queued: lane.backlog.size - 1 }
   }
 
   /** Brains running now (slots in use). */
@@ -225,7 +280,7 @@ export class Dispatcher {
    */
   async drain(graceMs: number, afterStopMs: number): Promise<void> {
     this.#stopping = true
-    // A job waiting for a slot would only start a brain; stop it now.
+    // A job not running a brain now (preparing, or waiting for a slot again) would only start one; stop it.
     for (const lane of this.#lanes.values()) {
       if (lane.current && lane.current.runningSince === undefined) lane.current.abort.abort('shutdown' satisfies StopReason)
     }

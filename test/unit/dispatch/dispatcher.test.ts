@@ -105,25 +105,73 @@ t.test('never more than maxConcurrent brains at once, and each chat holds at mos
 
 t.test('a slow chat does not block another: its turn outside a slot leaves the slot free', async (t) => {
   const outside = deferred()
-  const ran: number[] = []
+  const ran: string[] = []
   const dispatcher = new Dispatcher({
     maxConcurrent: 1,
     work: async (job, { inSlot }) => {
-      // Chat 1 waits outside its slot (a retry's backoff, a reply being sent).
-      if (job.chatId === 1) await outside.promise
       await inSlot(async () => {
-        ran.push(job.chatId)
+        ran.push(`${job.chatId}`)
+      })
+      // Chat 1 then waits outside its slot (a retry's backoff, a reply being sent).
+      if (job.chatId !== 1) return
+      await outside.promise
+      await inSlot(async () => {
+        ran.push('1 again')
       })
     },
   })
   dispatcher.enqueue(job(1))
   dispatcher.enqueue(job(2))
   await delay(10)
-  t.same(ran, [2], 'chat 2 ran while chat 1 held only its turn')
+  t.same(ran, ['1', '2'], 'chat 2 ran while chat 1 held only its turn')
   t.equal(dispatcher.chatStatus(1).running?.phase, 'waiting', 'chat 1 is waiting, not running')
   outside.resolve()
   await delay(10)
-  t.same(ran, [2, 1])
+  t.same(ran, ['1', '2', '1 again'])
+})
+
+t.test('a turn is built only once a slot is free for it: waiting chats are plain records', async (t) => {
+  const { dispatcher, events, release } = gated(1)
+  const first = job(30)
+  const waiting = [job(31), job(32), job(31)]
+  dispatcher.enqueue(first)
+  for (const each of waiting) dispatcher.enqueue(each)
+  await settle()
+  t.same(events, [`turn ${first.seq}`, `slot ${first.seq}`], 'no work started for the chats waiting for the slot')
+  t.same(dispatcher.chatStatus(31), { running: { job: waiting[0], since: dispatcher.chatStatus(31).running?.since, runningSince: undefined, phase: 'waiting' }, queued: 1 })
+  t.equal(dispatcher.queued, 3, 'three jobs wait')
+  release(first.seq)
+  await settle()
+  t.ok(events.includes(`slot ${waiting[0]?.seq}`), 'the next chat in line starts when the slot frees')
+  t.notOk(events.includes(`turn ${waiting[1]?.seq}`), 'and only that one')
+  for (const each of waiting) release(each.seq)
+  await delay(20)
+  t.same(
+    events.filter((event) => event.startsWith('turn')),
+    [first, waiting[0], waiting[1], waiting[2]].map((each) => `turn ${each?.seq}`),
+    'chats take the slot in the order they became ready; a chat rejoins the line behind the others',
+  )
+  t.equal(dispatcher.chats, 0)
+})
+
+t.test('a chat stopped while in line for a slot starts at once, already stopped, and leaves its place', async (t) => {
+  const { dispatcher, outcomes, events, release } = gated(1)
+  const holder = job(40)
+  const inLine = job(41)
+  const behind = job(41)
+  const other = job(42)
+  for (const each of [holder, inLine, behind, other]) dispatcher.enqueue(each)
+  await settle()
+  t.equal(dispatcher.stop(41, 'cancel'), inLine, 'the job in line is the one stopped')
+  await settle()
+  t.equal(outcomes.get(inLine.seq), 'stopped before its slot (cancel)', 'its work ran and saw the stop without a slot')
+  t.notOk(events.includes(`slot ${inLine.seq}`))
+  release(holder.seq)
+  release(other.seq)
+  release(behind.seq)
+  await delay(20)
+  const turns = events.filter((event) => event.startsWith('turn'))
+  t.same(turns, [holder, inLine, other, behind].map((each) => `turn ${each.seq}`), 'the chat rejoined the line behind the chat that was waiting')
 })
 
 t.test('stop before the slot is granted: the brain never runs, inSlot rejects with JobStopped', async (t) => {
@@ -272,7 +320,7 @@ t.test('runningJobs lists the jobs in a slot, oldest brain first', async (t) => 
   t.same(dispatcher.runningJobs(), [])
 })
 
-t.test('drain: a job waiting for a slot is stopped at once; a running one gets the grace and finishes', async (t) => {
+t.test('drain: a job waiting for a slot never starts; a running one gets the grace and finishes', async (t) => {
   const { dispatcher, outcomes, release } = gated(1)
   const running = job(20)
   const waiting = job(21)
@@ -283,7 +331,7 @@ t.test('drain: a job waiting for a slot is stopped at once; a running one gets t
   const drained = dispatcher.drain(5000, 1000)
   t.ok(dispatcher.stopping)
   await settle()
-  t.equal(outcomes.get(waiting.seq), 'stopped before its slot (shutdown)', 'the waiting job never gets a brain')
+  t.notOk(outcomes.has(waiting.seq), 'the waiting job never starts: the inbox keeps it')
   setTimeout(() => release(running.seq), 100)
   await drained
   const took = Date.now() - started
