@@ -1,5 +1,5 @@
 import { Intake } from './intake/intake.js'
-import type { StoredMessage } from './store/inbox.js'
+import type { QueuedMessage } from './store/inbox.js'
 import { PendingAcks } from './telegram/acks.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
 import { createMessageWork, type TurnDeps } from './turn/turn.js'
@@ -126,6 +126,6 @@ export class Coordinator {
   }
 }
 
-function toJob(message: StoredMessage): Job {
+function toJob(message: QueuedMessage): Job {
   return { seq: message.seq, chatId: message.chatId, updateId: message.updateId, receivedAt: message.receivedAt }
 }

@@ -117,7 +117,7 @@ function helpText({ config }: CommandContext): string {
 
 /** The chat's messages still queued behind its current one (which stays queued until its brain starts). */
 function queuedBehind(inbox: Inbox, chatId: number, running: RunningJob | undefined): number {
-  return inbox.queuedInChat(chatId).filter((message) => message.seq !== running?.job.seq).length
+  return inbox.countQueuedInChat(chatId, running?.job.seq)
 }
 
 function age(since: number, now: number): string {

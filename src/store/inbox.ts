@@ -68,10 +68,23 @@ export interface ListFilter {
 }
 
 /** What a restart finds: work to schedule again, and replies computed but not yet sent. */
+/**
+ * What scheduling needs of a stored message, and nothing more: a backlog of a million messages is
+ * recovered as these, not as whole rows (the update itself is read when the message's turn comes).
+ */
+export interface QueuedMessage {
+  readonly seq: number
+  readonly chatId: number
+  readonly updateId: number
+  readonly receivedAt: number
+  /** How often a restart interrupted its brain; above 0 its next run is a redelivery. */
+  readonly interruptions: number
+}
+
 export interface Recovery {
   /** Unfinished messages in arrival order; the ones a restart interrupted are back in the queue with interruptions > 0. */
-  readonly unfinished: readonly StoredMessage[]
-  readonly undeliveredReplies: readonly StoredMessage[]
+  readonly unfinished: readonly QueuedMessage[]
+  readonly undeliveredReplies: readonly QueuedMessage[]
 }
 
 /** The reply to a message failed by the crash-loop guard: its brain ran, and was interrupted, `interruptions` times. */
@@ -102,6 +115,8 @@ export interface Inbox {
   setReplyState(seq: number, state: ReplyState): void
   /** A chat's queued messages, oldest first (what the next run of a busy chat takes together). */
   queuedInChat(chatId: number): StoredMessage[]
+  /** How many of the chat's messages are queued, leaving out `except` (the one whose turn it is). */
+  countQueuedInChat(chatId: number, except?: number): number
   /** Puts running messages back in the queue without counting an interruption (BUSY_MODE=interrupt). */
   requeue(seqs: readonly number[]): void
   /** Puts a chat's queued messages aside as cancelled; returns their sequence numbers. */

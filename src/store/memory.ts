@@ -5,6 +5,7 @@ import {
   type ListFilter,
   type NewMessage,
   type Outcome,
+  type QueuedMessage,
   type Recovery,
   type ReplyState,
   type StoredMessage,
@@ -65,6 +66,14 @@ export class MemoryInbox implements Inbox {
     return queued
   }
 
+  countQueuedInChat(chatId: number, except = -1): number {
+    let count = 0
+    for (const message of this.#messages.values()) {
+      if (message.chatId === chatId && message.state === 'queued' && message.seq !== except) count++
+    }
+    return count
+  }
+
   requeue(seqs: readonly number[]): void {
     for (const seq of seqs) {
       const message = this.#require(seq)
@@ -102,8 +111,8 @@ export class MemoryInbox implements Inbox {
     }
     const all = [...this.#messages.values()]
     return {
-      unfinished: all.filter((message) => message.state === 'queued').map((message) => ({ ...message })),
-      undeliveredReplies: all.filter((message) => message.replyState === 'pending').map((message) => ({ ...message })),
+      unfinished: all.filter((message) => message.state === 'queued').map(queuedOf),
+      undeliveredReplies: all.filter((message) => message.replyState === 'pending').map(queuedOf),
     }
   }
 
@@ -183,4 +192,8 @@ export class MemoryInbox implements Inbox {
     if (!message) throw new RangeError(`no message with id ${seq} in the inbox`)
     return message
   }
+}
+
+function queuedOf({ seq, chatId, updateId, receivedAt, interruptions }: StoredMessage): QueuedMessage {
+  return { seq, chatId, updateId, receivedAt, interruptions }
 }

@@ -10,6 +10,7 @@ import {
   type MessageState,
   type NewMessage,
   type Outcome,
+  type QueuedMessage,
   type Recovery,
   type ReplyState,
   type StoredMessage,
@@ -57,6 +58,9 @@ UPDATE messages SET thread_id = json_extract(update_json, '$.' || kind || '.mess
   FROM (SELECT seq AS of, IIF(json_type(update_json, '$.message') IS NULL, 'edited_message', 'message') AS kind FROM messages)
   WHERE seq = of AND json_extract(update_json, '$.' || kind || '.is_topic_message') = 1;
 `
+
+// A recovered message as scheduling needs it (QueuedMessage), named as the code names it.
+const QUEUED_COLUMNS = 'seq, chat_id AS chatId, update_id AS updateId, received_at AS receivedAt, interruptions'
 
 interface Row {
   seq: number
@@ -185,6 +189,10 @@ export class SqliteInbox implements Inbox {
     this.#write(() => this.#stmt('UPDATE messages SET reply_state = ? WHERE seq = ?').run(state, seq))
   }
 
+  countQueuedInChat(chatId: number, except = -1): number {
+    return this.#stmt(`SELECT count(*) FROM messages WHERE chat_id = ? AND state = 'queued' AND seq != ?`).pluck().get(chatId, except) as number
+  }
+
   queuedInChat(chatId: number): StoredMessage[] {
     const rows = this.#stmt(`SELECT * FROM messages WHERE chat_id = ? AND state = 'queued' ORDER BY seq`).all(chatId) as Row[]
     return rows.map(toMessage)
@@ -215,9 +223,9 @@ export class SqliteInbox implements Inbox {
       const fail = this.#stmt(`UPDATE messages SET state = 'failed', finished_at = ?, reply_state = 'pending', reply = ? WHERE seq = ?`)
       for (const { seq, interruptions } of looping) fail.run(at, crashLoopNotice(interruptions), seq)
       this.#stmt('UPDATE messages SET requeued = 0 WHERE requeued = 1').run()
-      const unfinished = this.#stmt(`SELECT * FROM messages WHERE state IN ('queued', 'running') ORDER BY seq`).all() as Row[]
-      const undelivered = this.#stmt(`SELECT * FROM messages WHERE reply_state = 'pending' ORDER BY seq`).all() as Row[]
-      return { unfinished: unfinished.map(toMessage), undeliveredReplies: undelivered.map(toMessage) }
+      const unfinished = this.#stmt(`SELECT ${QUEUED_COLUMNS} FROM messages WHERE state IN ('queued', 'running') ORDER BY seq`).all()
+      const undelivered = this.#stmt(`SELECT ${QUEUED_COLUMNS} FROM messages WHERE reply_state = 'pending' ORDER BY seq`).all()
+      return { unfinished: unfinished as QueuedMessage[], undeliveredReplies: undelivered as QueuedMessage[] }
     })
     return this.#write(() => run())
   }

@@ -114,6 +114,9 @@ export function inboxContract(t: Test, open: () => InboxUnderTest): void {
     inbox.markRunning(a1, 1, T0)
     t.same(inbox.queuedInChat(10).map((message) => message.seq), [a2, a3])
     t.same(inbox.queuedInChat(30), [])
+    t.equal(inbox.countQueuedInChat(10), 2, 'counted without reading the rows')
+    t.equal(inbox.countQueuedInChat(10, a2), 1, 'leaving out the one whose turn it is')
+    t.equal(inbox.countQueuedInChat(30), 0)
   })
 
   each('requeue puts running messages back without counting an interruption; others are untouched', (t, { inbox }) => {
@@ -148,10 +151,11 @@ export function inboxContract(t: Test, open: () => InboxUnderTest): void {
     inbox.finish(sent, outcome('done', 'delivered'), T0)
     inbox.setReplyState(sent, 'sent')
     const recovery = inbox.recover(3, T0 + 1000)
-    t.same(recovery.unfinished.map((message) => [message.seq, message.state, message.interruptions]), [
+    t.same(recovery.unfinished.map((message) => [message.seq, inbox.get(message.seq)?.state, message.interruptions]), [
       [interrupted, 'queued', 1],
       [waiting, 'queued', 0],
     ])
+    t.same(Object.keys(recovery.unfinished[0] ?? {}).sort(), ['chatId', 'interruptions', 'receivedAt', 'seq', 'updateId'], 'recovered as scheduling records, not whole rows')
     t.same(recovery.undeliveredReplies.map((message) => message.seq), [unsent])
   })
 
@@ -160,7 +164,8 @@ export function inboxContract(t: Test, open: () => InboxUnderTest): void {
     for (let run = 1; run <= 2; run++) {
       inbox.markRunning(looping, run, T0 + run)
       const recovery = inbox.recover(3, T0 + run * 10)
-      t.match(recovery.unfinished, [{ seq: looping, state: 'queued', interruptions: run }], `interrupted run ${run}: runs again`)
+      t.match(recovery.unfinished, [{ seq: looping, interruptions: run }], `interrupted run ${run}: runs again`)
+      t.equal(inbox.get(looping)?.state, 'queued')
     }
     inbox.markRunning(looping, 3, T0 + 3)
     const recovery = inbox.recover(3, T0 + 30)
