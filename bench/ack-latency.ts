@@ -29,7 +29,7 @@ export interface AckOptions {
 
 type AckMode = 'api' | 'webhook-reply'
 
-interface Run {
+export interface Run {
   readonly mode: AckMode
   readonly sent: number
   /** Webhook answer times; a delivery that failed counts as missing. */
@@ -72,14 +72,14 @@ async function measure(mode: AckMode, durationS: number): Promise<Run> {
   }
 }
 
-interface Sent {
+export interface Sent {
   readonly updateId: number
   readonly chatId: number
   readonly messageId: number
 }
 
 /** A user message every 1/RATE s, on schedule (a late timer sends what is due at once). */
-async function sendSteadily(emulator: BotApiEmulator, durationS: number, firstChat: number): Promise<Sent[]> {
+export async function sendSteadily(emulator: BotApiEmulator, durationS: number, firstChat: number): Promise<Sent[]> {
   const sent: Sent[] = []
   const periodMs = 1000 / RATE_PER_S
   const total = Math.round(durationS * RATE_PER_S)
@@ -94,7 +94,7 @@ async function sendSteadily(emulator: BotApiEmulator, durationS: number, firstCh
   return sent
 }
 
-function measured(emulator: BotApiEmulator, sent: readonly Sent[]): Pick<Run, 'sent' | 'answer' | 'ack'> {
+export function measured(emulator: BotApiEmulator, sent: readonly Sent[]): Pick<Run, 'sent' | 'answer' | 'ack'> {
   const deliveries = new Map(emulator.deliveries.filter((d) => d.attempt === 1).map((d) => [d.update_id, d]))
   const reactions = new Map<string, number>()
   for (const call of emulator.callsOf('setMessageReaction')) {

@@ -7,10 +7,12 @@ import os from 'node:os'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
 import { Api } from 'grammy'
 import type { Chat, Message, User } from 'grammy/types'
 import { cpuSecondsOf, statusKb } from '../test/helpers/proc.js'
 import { ROOT } from '../test/helpers/root.js'
+import { INBOX_FILE, SqliteInbox } from '../src/store/sqlite.js'
 
 export { ROOT, cpuSecondsOf }
 export const CLI = path.join(ROOT, 'dist/cli.js')
@@ -392,4 +394,25 @@ export function readStamps(log: string): Map<number, number> {
     if (updateId && seconds) stamps.set(Number(updateId), Number(seconds.replace(',', '.')) * 1000)
   }
   return stamps
+}
+
+/**
+ * Leaves `total` queued messages in STATE_DIR's inbox, as a stopped service leaves them, over
+ * `chats` chats in turn (update ids from 1, text `text`). The schema is the service's own
+ * (SqliteInbox creates it); the rows go in one transaction, so a million take seconds, not minutes.
+ */
+export function fillInbox(stateDir: string, total: number, chats: number, text: string): void {
+  new SqliteInbox(stateDir).close()
+  const db = new Database(path.join(stateDir, INBOX_FILE))
+  const insert = db.prepare(
+    `INSERT INTO messages (update_id, chat_id, message_id, update_json, state, received_at) VALUES (?, ?, 1, ?, 'queued', ?)`,
+  )
+  const now = Date.now()
+  db.transaction(() => {
+    for (let i = 0; i < total; i++) {
+      const chatId = 1 + (i % chats)
+      insert.run(i + 1, chatId, JSON.stringify({ update_id: i + 1, message: textMessage(chatId, 1, text) }), now)
+    }
+  })()
+  db.close()
 }

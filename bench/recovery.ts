@@ -1,15 +1,14 @@
-// Recovery: a restart that finds 10,000 queued messages in the inbox, until its first brain starts,
+// Recovery: a restart that finds 100,000 queued messages in the inbox, until its first brain starts,
 // beside the same restart with one queued message.
 import { startEmulator } from '../src/emulator/index.js'
-import { SqliteInbox } from '../src/store/sqlite.js'
-import { TOKEN, startService, tempDir, textMessage, writeStampBrain, type LogLine } from './harness.js'
+import { TOKEN, fillInbox, startService, tempDir, textMessage, writeStampBrain, type LogLine } from './harness.js'
 import { table, verdict, type Section } from './report.js'
 import { fmt, median } from './stats.js'
 
-const QUEUED = 10_000
+const QUEUED = 100_000
 const PER_CHAT = 10
 const RUNS = 3
-const TARGET_MS = 1000
+const TARGET_MS = 2000
 
 interface Restart {
   readonly queued: number
@@ -39,15 +38,7 @@ export async function recoveryBenchmark(): Promise<Section> {
 async function restart(apiRoot: string, queued: number): Promise<Restart> {
   const stateDir = tempDir('recovery')
   const stamp = writeStampBrain(stateDir)
-  // Written with the service's own inbox class, as a stopped service leaves them: queued, in order.
-  const inbox = new SqliteInbox(stateDir)
-  const chats = Math.max(1, queued / PER_CHAT)
-  for (let i = 0; i < queued; i++) {
-    const chatId = 1 + (i % chats)
-    const update = { update_id: i + 1, message: textMessage(chatId, 1, 'go') }
-    inbox.accept({ updateId: i + 1, chatId, messageId: 1, updateJson: JSON.stringify(update), receivedAt: Date.now() })
-  }
-  inbox.close()
+  fillInbox(stateDir, queued, Math.max(1, queued / PER_CHAT), 'go')
 
   const service = await startService({
     apiRoot,
@@ -94,7 +85,7 @@ function report(restarts: readonly Restart[]): Section {
   return {
     title: 'Recovery',
     method: [
-      `The inbox is filled with ${QUEUED} queued messages (${QUEUED / PER_CHAT} chats × ${PER_CHAT}) through the service's own \`SqliteInbox\`, as a stopped`,
+      `The inbox is filled with ${QUEUED} queued messages (${QUEUED / PER_CHAT} chats × ${PER_CHAT}) in the service's own schema, as a stopped`,
       `service leaves them; then \`coordinator serve\` starts on it. Times are from spawning the process to its log lines (pino \`time\`),`,
       `medians of ${RUNS} runs, beside the same start with 1 queued message. The brain is the bash stamp script.`,
     ].join('\n'),

@@ -1,11 +1,12 @@
 // `npm run bench`: every benchmark of the issue, then docs/BENCHMARKS.md.
-//   node build/bench/run.js [--only intake,ack,hol,memory,dispatch,recovery] [--duration S]
-//     [--hol-brain-s S] [--memory-chats N] [--cpu-prof DIR] [--out FILE]
+//   node build/bench/run.js [--only intake,ack,hol,memory,backlog,dispatch,recovery] [--duration S]
+//     [--hol-brain-s S] [--memory-chats N] [--backlog N] [--cpu-prof DIR] [--out FILE]
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { ackBenchmark } from './ack-latency.js'
+import { backlogBenchmark } from './backlog.js'
 import { dispatchBenchmark } from './dispatch.js'
 import { ROOT, cleanup, profileServicesInto } from './harness.js'
 import { headOfLineBenchmark } from './head-of-line.js'
@@ -17,12 +18,16 @@ import { missedTargets, renderReport, targetTable, type Section } from './report
 const DEFAULT_DURATION_S = 10
 const DEFAULT_HOL_BRAIN_S = 30
 const DEFAULT_MEMORY_CHATS = 10_000
+const DEFAULT_BACKLOG = 1_000_000
+// Ten queued messages a chat, as in the memory benchmark.
+const BACKLOG_PER_CHAT = 10
 const REPORT = path.join(ROOT, 'docs/BENCHMARKS.md')
 
 interface Settings {
   readonly durationS: number
   readonly holBrainS: number
   readonly memoryChats: number
+  readonly backlog: number
 }
 
 // In the report's order.
@@ -31,6 +36,7 @@ const BENCHMARKS: Readonly<Record<string, (settings: Settings) => Promise<Sectio
   ack: ({ durationS }) => ackBenchmark({ durationS }),
   hol: ({ holBrainS }) => headOfLineBenchmark({ brainS: holBrainS }),
   memory: ({ memoryChats }) => memoryBenchmark({ chats: memoryChats }),
+  backlog: ({ backlog, durationS }) => backlogBenchmark({ queued: backlog, chats: Math.max(1, Math.round(backlog / BACKLOG_PER_CHAT)), durationS }),
   dispatch: ({ durationS }) => dispatchBenchmark({ durationS }),
   recovery: () => recoveryBenchmark(),
 }
@@ -48,6 +54,7 @@ const { values } = parseArgs({
     duration: { type: 'string', default: String(DEFAULT_DURATION_S) },
     'hol-brain-s': { type: 'string', default: String(DEFAULT_HOL_BRAIN_S) },
     'memory-chats': { type: 'string', default: String(DEFAULT_MEMORY_CHATS) },
+    backlog: { type: 'string', default: String(DEFAULT_BACKLOG) },
     'cpu-prof': { type: 'string' },
     out: { type: 'string' },
   },
@@ -59,6 +66,7 @@ const settings: Settings = {
   durationS: positive('--duration', values.duration),
   holBrainS: positive('--hol-brain-s', values['hol-brain-s']),
   memoryChats: Math.round(positive('--memory-chats', values['memory-chats'])),
+  backlog: Math.round(positive('--backlog', values.backlog)),
 }
 if (values['cpu-prof']) profileServicesInto(values['cpu-prof'])
 // A partial run must not overwrite the full report unless asked to.
