@@ -1,0 +1,68 @@
+// Where a service's CPU went: reads a .cpuprofile written by `npm run bench -- --cpu-prof DIR` and
+// prints the busy time by file of the service and by package (inclusive: a file's time includes
+// what it called), and the functions with the most time of their own.
+//   node build/bench/cpu-profile.js FILE.cpuprofile [--per N]   (--per: divide by N updates, in µs)
+import fs from 'node:fs'
+import { parseArgs } from 'node:util'
+
+interface ProfileNode {
+  readonly id: number
+  readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number }
+  readonly children?: readonly number[]
+}
+
+interface Profile {
+  readonly nodes: readonly ProfileNode[]
+  readonly samples: readonly number[]
+  readonly timeDeltas: readonly number[]
+}
+
+const TOP = 25
+
+/** The room a frame belongs to: a file of the service, a package, or a Node.js module. */
+function roomOf(url: string): string | undefined {
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/u.exec(url)
+  if (pkg) return `package ${pkg[1]}`
+  if (url.includes('/dist/')) return `dist/${url.split('/dist/')[1]}`
+  if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[0]}`
+  return undefined
+}
+
+function summarize(profile: Profile): { busyUs: number; byRoom: Map<string, number>; bySelf: Map<string, number> } {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+  const parent = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
+  const timeOf = new Map<number, number>()
+  profile.samples.forEach((id, i) => timeOf.set(id, (timeOf.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)))
+  const byRoom = new Map<string, number>()
+  const bySelf = new Map<string, number>()
+  let busyUs = 0
+  for (const [id, us] of timeOf) {
+    const frame = byId.get(id)?.callFrame
+    if (!frame || frame.functionName === '(idle)') continue
+    busyUs += us
+    const self = `${frame.functionName || '(anonymous)'} ${roomOf(frame.url) ?? frame.url}:${frame.lineNumber + 1}`
+    bySelf.set(self, (bySelf.get(self) ?? 0) + us)
+    const seen = new Set<string>()
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const room = roomOf(byId.get(at)?.callFrame.url ?? '')
+      if (room === undefined || seen.has(room)) continue
+      seen.add(room)
+      byRoom.set(room, (byRoom.get(room) ?? 0) + us)
+    }
+  }
+  return { busyUs, byRoom, bySelf }
+}
+
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { per: { type: 'string' } } })
+const file = positionals[0]
+if (file === undefined) {
+  process.stderr.write('usage: node build/bench/cpu-profile.js FILE.cpuprofile [--per N]\n')
+  process.exit(2)
+}
+const per = values.per === undefined ? undefined : Number(values.per)
+const { busyUs, byRoom, bySelf } = summarize(JSON.parse(fs.readFileSync(file, 'utf8')) as Profile)
+const show = (us: number): string =>
+  `${(per ? `${(us / per).toFixed(1)} µs/update` : `${(us / 1000).toFixed(0)} ms`).padStart(16)} ${((100 * us) / busyUs).toFixed(1).padStart(5)} %`
+const top = (map: Map<string, number>): string[] => [...map].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([name, us]) => `${show(us)}  ${name}`)
+process.stdout.write([`busy: ${show(busyUs)}`, '', 'by room (inclusive):', ...top(byRoom), '', 'by function (self):', ...top(bySelf), ''].join('\n'))
