@@ -36,7 +36,7 @@ export async function dispatchBenchmark({ durationS }: DispatchOptions): Promise
     const service = await startService({
       apiRoot: emulator.url,
       readLog: true,
-      env: { LOG_LEVEL: 'info', BRAIN_COMMAND: stamp.brain, BRAIN_ENV_ALLOW: 'BENCH_BRAIN_LOG', BENCH_BRAIN_LOG: stamp.log },
+      env: { LOG_LEVEL: 'info', ...stamp.env },
     })
     let measured: Sample
     try {

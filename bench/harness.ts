@@ -379,10 +379,12 @@ export async function cleanup(): Promise<void> {
  * µs, from bash's $EPOCHREALTIME: no process of its own), then exits without a reply. Returns its
  * path; the service must pass BENCH_BRAIN_LOG through (BRAIN_ENV_ALLOW).
  */
-export function writeStampBrain(dir: string): { brain: string; log: string } {
+export function writeStampBrain(dir: string): { brain: string; log: string; env: Record<string, string> } {
   const brain = path.join(dir, 'stamp-brain')
   fs.writeFileSync(brain, '#!/bin/bash\nprintf \'%s %s\\n\' "$COORDINATOR_UPDATE_ID" "$EPOCHREALTIME" >> "$BENCH_BRAIN_LOG"\n', { mode: 0o755 })
-  return { brain, log: path.join(dir, 'brain-starts.log') }
+  const log = path.join(dir, 'brain-starts.log')
+  // The brain's working directory is the one place outside its chat that a sandboxed brain may write.
+  return { brain, log, env: { BRAIN_COMMAND: brain, BRAIN_CWD: dir, BRAIN_ENV_ALLOW: 'BENCH_BRAIN_LOG', BENCH_BRAIN_LOG: log } }
 }
 
 /** The stamp brain's log: update_id → wall-clock ms when that brain started. */

@@ -37,14 +37,15 @@ export async function recoveryBenchmark(): Promise<Section> {
 
 async function restart(apiRoot: string, queued: number): Promise<Restart> {
   const stateDir = tempDir('recovery')
-  const stamp = writeStampBrain(stateDir)
+  // Outside the state directory, which a sandboxed brain never sees.
+  const stamp = writeStampBrain(tempDir('recovery-brain'))
   fillInbox(stateDir, queued, Math.max(1, queued / PER_CHAT), 'go')
 
   const service = await startService({
     apiRoot,
     stateDir,
     readLog: true,
-    env: { LOG_LEVEL: 'info', BRAIN_COMMAND: stamp.brain, BRAIN_ENV_ALLOW: 'BENCH_BRAIN_LOG', BENCH_BRAIN_LOG: stamp.log },
+    env: { LOG_LEVEL: 'info', ...stamp.env },
   })
   try {
     const since = (line: LogLine | undefined): number | undefined => (line === undefined ? undefined : line.time - service.child.spawnedAtWallMs)

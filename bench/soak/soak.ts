@@ -187,7 +187,8 @@ async function startStack(stateDir: string, marker: string, limits: Record<strin
   const emulator = await startEmulator({ token: TOKEN, deliveryRetryMs: 200 })
   const secret = randomBytes(16).toString('hex')
   fs.mkdirSync(stateDir, { recursive: true })
-  const brain = path.join(stateDir, 'soak-brain')
+  // Beside the state directory, not in it: a sandboxed brain never sees STATE_DIR.
+  const brain = `${stateDir}-brain`
   fs.writeFileSync(brain, SOAK_BRAIN, { mode: 0o755 })
   const service = await SoakService.start({
     PATH: process.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin',

@@ -97,6 +97,14 @@ export class BrainSandbox {
         'is on, but bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set BRAIN_SANDBOX=off to run brains unconfined',
       )
     }
+    // The sandbox hides STATE_DIR, so a brain kept there would be "not found" at every message.
+    const command = resolveCommand(settings.command, env['PATH'])
+    if (command !== undefined && isInside(realpath(command), realpath(settings.stateDir))) {
+      throw new ConfigError(
+        'BRAIN_COMMAND',
+        `is inside STATE_DIR (${command}), which a sandboxed brain cannot see: keep the brain's program outside STATE_DIR, or set BRAIN_SANDBOX=off`,
+      )
+    }
     const sandbox = new BrainSandbox(settings, bwrap, fixedMounts(settings, env['PATH']))
     const probe = sandbox.#probe()
     if (probe !== undefined) {
