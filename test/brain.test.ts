@@ -95,6 +95,9 @@ t.test('start-up refuses what cannot work, with exit 2 and one line naming the v
   const dir = tempDir()
   const noShebang = path.join(dir, 'brain.sh')
   fs.writeFileSync(noShebang, 'echo hi\n', { mode: 0o755 })
+  // A good brain, but kept inside STATE_DIR (here: dir), which the sandbox hides from every brain.
+  const insideState = path.join(dir, 'inside-brain.sh')
+  fs.writeFileSync(insideState, '#!/bin/sh\necho hi\n', { mode: 0o755 })
   // A bubblewrap that cannot create namespaces, as in a container that forbids them.
   const brokenBwrapDir = path.join(dir, 'broken-bwrap')
   fs.mkdirSync(brokenBwrapDir)
@@ -147,6 +150,7 @@ t.test('start-up refuses what cannot work, with exit 2 and one line naming the v
       { PATH: `${brokenBwrapDir}:${process.env['PATH'] ?? '/usr/bin:/bin'}` },
       /^coordinator: BRAIN_SANDBOX is on, but bubblewrap cannot create a sandbox here \(bwrap: No permissions to create new namespace\): .*or set BRAIN_SANDBOX=off/u,
     ],
+    [{ BRAIN_COMMAND: insideState }, /^coordinator: BRAIN_COMMAND is inside STATE_DIR .*keep the brain's program outside STATE_DIR, or set BRAIN_SANDBOX=off$/mu],
     [{ BRAIN_NETWORK: 'firewalled' }, /^coordinator: BRAIN_NETWORK must be one of on, off/u],
     [{ MEDIA_QUOTA_MB: 'lots' }, /^coordinator: MEDIA_QUOTA_MB must be a whole number/u],
     [{ LINK_PREVIEWS: 'yes' }, /^coordinator: LINK_PREVIEWS must be one of on, off/u],
