@@ -72,6 +72,12 @@ export function profileServicesInto(dir: string): void {
   fs.mkdirSync(cpuProfileDir, { recursive: true })
 }
 
+/** Node flags every `coordinator serve` of this run starts with (`--node-flags`), e.g. V8 heap settings. */
+let serviceNodeFlags: readonly string[] = []
+export function startServicesWith(flags: readonly string[]): void {
+  serviceNodeFlags = flags
+}
+
 export interface StartOptions {
   /** Extra arguments for node itself (before the script), e.g. --inspect. */
   readonly nodeArgs?: readonly string[]
@@ -264,7 +270,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       MESSAGE_BUDGET_S: '86400',
       ...options.env,
     },
-    { readLog: options.readLog ?? false, profile: true, ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}) },
+    { readLog: options.readLog ?? false, profile: true, nodeArgs: [...serviceNodeFlags, ...(options.nodeArgs ?? [])] },
   )
   const url = `http://127.0.0.1:${port}`
   await waitUntilUp(`${url}/livez`, child)

@@ -1,6 +1,6 @@
 // `npm run bench`: every benchmark of the issue, then docs/BENCHMARKS.md.
 //   node build/bench/run.js [--only intake,ack,hol,memory,backlog,dispatch,recovery] [--duration S]
-//     [--hol-brain-s S] [--memory-chats N] [--backlog N] [--cpu-prof DIR] [--out FILE]
+//     [--hol-brain-s S] [--memory-chats N] [--backlog N] [--node-flags="--flag …"] [--cpu-prof DIR] [--out FILE]
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util'
 import { ackBenchmark } from './ack-latency.js'
 import { backlogBenchmark } from './backlog.js'
 import { dispatchBenchmark } from './dispatch.js'
-import { ROOT, cleanup, profileServicesInto } from './harness.js'
+import { ROOT, cleanup, profileServicesInto, startServicesWith } from './harness.js'
 import { headOfLineBenchmark } from './head-of-line.js'
 import { intakeBenchmark } from './intake.js'
 import { memoryBenchmark } from './memory.js'
@@ -56,6 +56,7 @@ const { values } = parseArgs({
     'memory-chats': { type: 'string', default: String(DEFAULT_MEMORY_CHATS) },
     backlog: { type: 'string', default: String(DEFAULT_BACKLOG) },
     'cpu-prof': { type: 'string' },
+    'node-flags': { type: 'string' },
     out: { type: 'string' },
   },
 })
@@ -69,6 +70,7 @@ const settings: Settings = {
   backlog: Math.round(positive('--backlog', values.backlog)),
 }
 if (values['cpu-prof']) profileServicesInto(values['cpu-prof'])
+if (values['node-flags']) startServicesWith(values['node-flags'].split(/\s+/u).filter(Boolean))
 // A partial run must not overwrite the full report unless asked to.
 const out = values.out ?? (values.only === undefined ? REPORT : undefined)
 
