@@ -30,6 +30,8 @@ export interface AppDeps {
   readonly loopDelay: EventLoopDelay
   /** Whether a brain could be started now (its executable is still there). */
   readonly brainStartable: () => boolean
+  /** Whether getMe has answered since the start: the token works and Telegram is reachable. */
+  readonly botTokenChecked: () => boolean
   readonly logger: FastifyBaseLogger
 }
 
@@ -109,6 +111,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       accepting: !coordinator.draining,
       store_writable: deps.inbox.stats().writable,
       brain_startable: deps.brainStartable(),
+      bot_token_checked: deps.botTokenChecked(),
     }
     const ready = Object.values(checks).every(Boolean)
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })

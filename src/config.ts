@@ -160,6 +160,13 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
 
   const timeoutMs = seconds(read, 'BRAIN_TIMEOUT_S', DEFAULTS.brainTimeoutS, { min: 0.001 })
   const messageBudgetMs = seconds(read, 'MESSAGE_BUDGET_S', DEFAULTS.messageBudgetS, { min: 0.001 })
+  // A budget shorter than one attempt's limit would cut every attempt short of BRAIN_TIMEOUT_S.
+  if (messageBudgetMs < timeoutMs) {
+    throw new ConfigError(
+      'MESSAGE_BUDGET_S',
+      `must be at least BRAIN_TIMEOUT_S (${timeoutMs / 1000} s): it covers all attempts of a message; got ${messageBudgetMs / 1000} s`,
+    )
+  }
 
   const brain: BrainConfig = {
     argv: readBrainCommand(read, cwd),

@@ -51,13 +51,7 @@ export class Coordinator {
    * maintenance timers.
    */
   start(): { resumed: number; replies: number } {
-    const { inbox, log, telegram } = this.#deps
-    telegram.api.getMe().then(
-      (me) => {
-        this.intake.botUsername = me.username
-      },
-      (error: unknown) => log.warn({ err: error }, "could not learn the bot's username; commands addressed to any bot are answered"),
-    )
+    const { inbox, log } = this.#deps
     const recovery = inbox.recover(MAX_INTERRUPTIONS, Date.now())
     const jobs = [...recovery.unfinished, ...recovery.undeliveredReplies].sort((a, b) => a.seq - b.seq)
     for (const message of jobs) this.dispatcher.enqueue(toJob(message))

@@ -10,10 +10,12 @@ import { createLogger } from './log.js'
 import { Metrics } from './metrics.js'
 import { checkBrainCommand, isExecutable } from './brain/preflight.js'
 import { BrainSandbox } from './brain/sandbox.js'
+import { checkBrainCwd } from './brain/cwd.js'
 import { ChatLocks } from './dispatch/chat-lock.js'
 import { MemoryInbox } from './store/memory.js'
 import { SqliteInbox } from './store/sqlite.js'
 import type { Inbox } from './store/inbox.js'
+import { BotCheck } from './telegram/bot-check.js'
 import { TelegramClient } from './telegram/client.js'
 import { mediaRoot } from './telegram/media.js'
 import { MediaQuota } from './telegram/media-quota.js'
@@ -37,6 +39,12 @@ export interface Service {
 export async function startService(config: Config, logger: Logger = createLogger(config.logLevel, { secrets: secretsOf(config) })): Promise<Service> {
   const brainPath = checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd ?? config.stateDir).path
   const inbox = openInbox(config)
+  try {
+    checkBrainCwd(config.brain.cwd)
+  } catch (error) {
+    inbox.close()
+    throw error
+  }
   const sandbox = prepareSandbox(config, logger)
   const mediaQuota = new MediaQuota({ root: mediaRoot(config.stateDir), quotaBytes: config.mediaQuotaBytes, log: logger })
   const metrics = new Metrics()
@@ -44,6 +52,13 @@ export async function startService(config: Config, logger: Logger = createLogger
   const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations, linkPreviews: config.linkPreviews })
   const locks = new ChatLocks(config.lockDir, logger)
   const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger, sandbox, mediaQuota })
+  const botCheck = new BotCheck({ settings: config, log: logger, onIdentified: (username) => (coordinator.intake.botUsername = username) })
+  try {
+    await botCheck.first()
+  } catch (error) {
+    inbox.close()
+    throw error
+  }
   const loopDelay = new EventLoopDelay()
   metrics.observe({
     queued: () => coordinator.dispatcher.queued,
@@ -61,6 +76,7 @@ export async function startService(config: Config, logger: Logger = createLogger
     loopDelay,
     logger,
     brainStartable: () => isExecutable(brainPath),
+    botTokenChecked: () => botCheck.ready,
   })
 
   // Drains on close, whoever closes: a signal, a test, the demo.
@@ -70,11 +86,18 @@ export async function startService(config: Config, logger: Logger = createLogger
   const stalls = new LoopStallWatch(logger)
   app.addHook('onClose', async () => {
     stalls.close()
+    botCheck.stop()
     loopDelay.close()
     inbox.close()
   })
 
-  const url = await app.listen({ host: config.host, port: config.port })
+  let url: string
+  try {
+    url = await app.listen({ host: config.host, port: config.port })
+  } catch (error) {
+    await app.close().catch(() => undefined)
+    throw listenError(error, config)
+  }
   locks.prepare()
   const recovered = coordinator.start()
   logger.info(
@@ -110,6 +133,18 @@ function prepareSandbox(config: Config, logger: Logger): BrainSandbox {
     logger.warn('BRAIN_SANDBOX=off: brains run unconfined, as this service\'s user, and can read its token, its inbox and every chat')
   }
   return sandbox
+}
+
+/** A listen failure the operator can fix, as the one-line ConfigError naming HOST or PORT. */
+function listenError(error: unknown, { host, port }: Config): unknown {
+  const { code } = error as NodeJS.ErrnoException
+  if (code === 'EADDRINUSE') return new ConfigError('PORT', `${port} is already in use on ${host}; stop what listens there or set PORT to a free port`)
+  if (code === 'EACCES') return new ConfigError('PORT', `${port} needs privileges this user lacks on ${host}; set PORT to 1024 or above`)
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL' || code === 'EAI_NONAME') {
+    return new ConfigError('HOST', `"${host}" does not resolve to an address; set HOST to an address such as 127.0.0.1`)
+  }
+  if (code === 'EADDRNOTAVAIL') return new ConfigError('HOST', `${host} is not an address of this machine; set HOST to one, such as 127.0.0.1`)
+  return error
 }
 
 function openInbox(config: Config): Inbox {

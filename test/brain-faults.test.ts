@@ -86,7 +86,7 @@ function leftovers(brainPids: ReadonlySet<number>, servicePid: number, marker: s
 
 const childrenOf = (pid: number): ProcessInfo[] => processes().filter((p) => p.ppid === pid)
 const brainPidsOf = (stack: Stack): Set<number> =>
-  new Set(stack.svc.logs.filter((line) => line.msg === 'child started').map((line) => line['pid'] as number))
+  new Set(stack.svc.logs.filter((line) => line.msg === 'child started').map((line) => line['child_pid'] as number))
 
 async function healthz(stack: Stack): Promise<{ brains: { running: number }; queue: { pending: number } }> {
   const response = await fetch(`${stack.svc.url}/healthz`)
@@ -142,14 +142,14 @@ t.test('each faulty brain is bounded, killed and answered, and leaves nothing be
   const flooded = Number(reaped('flood')?.['stdout_bytes'] ?? 0)
   // As much as the service drained in the time: the pipe holds the brain back, never the service.
   t.ok(flooded > 2_000_000, `an endless flood was drained until the kill: ${(flooded / 1e6).toFixed(0)} MB of stdout in ${TIMEOUT_S} s`)
-  const ignoreTermPid = reaped('ignoreTerm')?.['pid']
+  const ignoreTermPid = reaped('ignoreTerm')?.['child_pid']
   t.ok(
-    stack.svc.logs.some((line) => line.msg === 'brain process group outlived SIGTERM: sending SIGKILL' && line['pid'] === ignoreTermPid),
+    stack.svc.logs.some((line) => line.msg === 'brain process group outlived SIGTERM: sending SIGKILL' && line['child_pid'] === ignoreTermPid),
     'the brain ignoring SIGTERM got SIGKILL after the grace',
   )
-  const sleepersPid = reaped('sleepers')?.['pid']
+  const sleepersPid = reaped('sleepers')?.['child_pid']
   t.ok(
-    stack.svc.logs.some((line) => line.msg === 'brain exited but left processes in its group: sending SIGTERM to them' && line['pid'] === sleepersPid),
+    stack.svc.logs.some((line) => line.msg === 'brain exited but left processes in its group: sending SIGTERM to them' && line['child_pid'] === sleepersPid),
     'the 50 sleepers left behind by an exiting brain were signalled',
   )
 
@@ -270,7 +270,7 @@ t.test('500 faulty runs: fds, children and process groups return to where they w
   }
   t.ok(idle, 'the service is idle: no brain running, nothing queued')
   const brainPids = brainPidsOf(stack)
-  const reaped = stack.svc.logs.filter((line) => line.msg === 'child reaped' && line['pid'] !== undefined).length
+  const reaped = stack.svc.logs.filter((line) => line.msg === 'child reaped' && line['child_pid'] !== undefined).length
   t.equal(brainPids.size, runs.length, `${brainPids.size} brains started`)
   t.equal(reaped, runs.length, 'and as many reaped')
 

@@ -122,9 +122,9 @@ t.test('exit codes are reported, stdout is the trimmed reply, both log lines are
     t.equal(attempt.stdoutTruncated, false)
     t.type(attempt.pid, 'number')
     const started = logLines.find((line) => line.msg === 'child started')
-    t.match(started, { pid: attempt.pid, chat_id: 42, update_id: 1000, attempt: 1, argv0: brain })
+    t.match(started, { child_pid: attempt.pid, chat_id: 42, update_id: 1000, attempt: 1, argv0: brain })
     const reaped = logLines.find((line) => line.msg === 'child reaped')
-    t.match(reaped, { pid: attempt.pid, exit_code: code, signal: null, outcome: 'exited', duration_ms: Number })
+    t.match(reaped, { child_pid: attempt.pid, exit_code: code, signal: null, outcome: 'exited', duration_ms: Number })
   }
 })
 

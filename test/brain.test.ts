@@ -43,7 +43,7 @@ t.test('a hung brain with a grandchild is killed at its budget; the user is told
 })
 
 t.test('exit 75 is retried within the budget; other exits are not', async (t) => {
-  const stack = await startStack({ env: { MESSAGE_BUDGET_S: '20' } })
+  const stack = await startStack({ env: { BRAIN_TIMEOUT_S: '20', MESSAGE_BUDGET_S: '20' } })
   t.teardown(() => stack.close())
   const retried = stack.emu.sendText({ chatId: CHAT, text: 'tempfail=2' })
   await eventually(() => replies(stack.emu.calls).some((text) => text.startsWith(`reply ${retried.update_id}`)), 20_000, 'the retried reply')

@@ -8,6 +8,7 @@ import { Api } from 'grammy'
 import { startEmulator, type BotApiEmulator } from '../src/emulator/index.js'
 import { SqliteInbox } from '../src/store/sqlite.js'
 import { freePort } from './helpers/caddy.js'
+import { ServiceProcess } from '../src/demo/service.js'
 import { CLI, SECRET, TEST_BRAIN, TOKEN, runProgram, type Run } from './helpers/service.js'
 
 /** Runs the CLI with exactly `env` (plus PATH and HOME), without tap's loader in NODE_OPTIONS. */
@@ -37,10 +38,11 @@ const telegramEnv = (emu: BotApiEmulator): Record<string, string> => ({
 })
 
 /** A whole service configuration that works: the test brain, state and locks in a temp directory. */
-const serviceEnv = (t: Test, emu: BotApiEmulator): Record<string, string> => {
+const serviceEnv = async (t: Test, emu: BotApiEmulator): Promise<Record<string, string>> => {
   const dir = tempDir(t)
   return {
     ...telegramEnv(emu),
+    PORT: String(await freePort()),
     ALLOW_ALL_CHATS: '1',
     BRAIN_COMMAND: TEST_BRAIN,
     STATE_DIR: path.join(dir, 'state'),
@@ -184,18 +186,21 @@ t.test('check passes against a good setup, one ✓ line per check', async (t) =>
   const emu = await emulator(t)
   const url = await deadWebhook()
   await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(url, { allowed_updates: ['message'] })
-  const env = serviceEnv(t, emu)
+  const env = await serviceEnv(t, emu)
+  // The service runs from its own state directory, so that check sees none until it created one.
+  const svc = await ServiceProcess.start(CLI, { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env, STATE_DIR: tempDir(t), LOCK_DIR: tempDir(t) })
+  t.teardown(() => svc.stop('SIGKILL'))
 
   const run = await cli(['check', '--url', url], env)
   t.equal(run.code, 0, run.stdout + run.stderr)
   const lines = checkLines(run.stdout)
-  t.same([...lines.keys()], ['configuration', 'brain', 'sandbox', 'STATE_DIR', 'LOCK_DIR', 'bot token', 'webhook', 'webhook deliveries'])
+  t.same([...lines.keys()], ['configuration', 'brain', 'sandbox', 'STATE_DIR', 'LOCK_DIR', 'service', 'bot token', 'webhook', 'webhook deliveries'])
   t.ok([...lines.values()].every((line) => line.mark === '✓'), run.stdout)
   t.match(lines.get('bot token')?.text, /@emulated_bot/u)
   t.match(lines.get('brain')?.text, `${TEST_BRAIN} is executable`)
   t.match(lines.get('webhook')?.text, `set to ${url}`)
   t.match(lines.get('sandbox')?.text, /^bubblewrap works; brains run sandboxed$/u)
-  t.match(run.stdout, /all 8 checks passed\n$/u)
+  t.match(run.stdout, /all 9 checks passed\n$/u)
   t.notOk(fs.existsSync(env['STATE_DIR'] as string), 'check creates no directories (the service does)')
 
   // Under systemd (docs/DEPLOY.md's `coord`), LOCK_DIR defaults into a RuntimeDirectory= that
@@ -216,7 +221,7 @@ t.test('check passes against a good setup, one ✓ line per check', async (t) =>
 
 t.test('check fails with the right ✗ lines: no webhook, webhook elsewhere, failing deliveries, wrong token, brain not executable', async (t) => {
   const emu = await emulator(t)
-  const env = serviceEnv(t, emu)
+  const env = await serviceEnv(t, emu)
 
   const noWebhook = await cli(['check'], env)
   t.equal(noWebhook.code, 1)
@@ -224,7 +229,8 @@ t.test('check fails with the right ✗ lines: no webhook, webhook elsewhere, fai
   t.equal(noWebhookLines.get('webhook')?.mark, '✗')
   t.match(noWebhookLines.get('webhook')?.text, /none is set.*run coordinator set-webhook --url https:\/\/<your domain>\/telegram\/webhook/u)
   t.equal(noWebhookLines.get('bot token')?.mark, '✓')
-  t.match(noWebhook.stdout, /1 of 7 checks failed\n$/u)
+  t.equal(noWebhookLines.get('service')?.mark, '✗', 'no service runs')
+  t.match(noWebhook.stdout, /2 of 8 checks failed\n$/u)
 
   await new Api(TOKEN, { apiRoot: emu.url }).setWebhook('https://elsewhere.example.com/telegram/webhook')
   const elsewhere = await cli(['check', '--url', 'https://bot.example.com/telegram/webhook'], env)
@@ -279,7 +285,7 @@ t.test('check fails with the right ✗ lines: no webhook, webhook elsewhere, fai
 
 t.test('check: a configuration that does not load is one line and exit 2', async (t) => {
   const emu = await emulator(t)
-  const env = serviceEnv(t, emu)
+  const env = await serviceEnv(t, emu)
   delete env['BRAIN_COMMAND']
   const run = await cli(['check'], env)
   t.equal(run.code, 2)

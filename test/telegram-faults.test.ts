@@ -76,7 +76,7 @@ t.test('under 429s, 500s, dropped connections and slow answers on every method, 
   emu.injectFault('getMe', { kind: 'refuse' }, { times: 1 })
   const stack = await startStack({ emulator: emu, env: { LOG_LEVEL: 'info' } })
   t.teardown(() => stack.close())
-  await stack.svc.waitForLog((line) => line.msg.startsWith('could not learn the bot'), 10_000)
+  await stack.svc.waitForLog((line) => line.msg.startsWith('could not check the bot token'), 10_000)
   t.pass('getMe refused: logged, and the service serves anyway')
   const chats = Array.from({ length: 12 }, (_, index) => 801 + index)
   const measuredFrom = await warmUp(emu, chats)

@@ -137,7 +137,7 @@ class SoakService {
   }
 
   #take(line: ServiceLogLine): void {
-    const pid = typeof line['pid'] === 'number' ? line['pid'] : undefined
+    const pid = typeof line['child_pid'] === 'number' ? line['child_pid'] : undefined
     if (line.level >= 50) this.errors++
     switch (line.msg) {
       case 'child started':

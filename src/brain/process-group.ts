@@ -42,7 +42,7 @@ export class ProcessGroup {
     this.#signal('SIGTERM')
     this.#graceTimer = setTimeout(() => {
       if (!this.hasLiveMembers()) return
-      this.#log.warn({ pid: this.#pgid, grace_ms: this.#graceMs }, 'brain process group outlived SIGTERM: sending SIGKILL')
+      this.#log.warn({ child_pid: this.#pgid, grace_ms: this.#graceMs }, 'brain process group outlived SIGTERM: sending SIGKILL')
       this.#signal('SIGKILL')
       this.#killedAt = Date.now()
       this.#onKilled()
@@ -58,7 +58,7 @@ export class ProcessGroup {
     const stuck = this.#killed.then(() => delay(KILL_SETTLE_MS, undefined, { signal: settle.signal })).catch(() => undefined)
     try {
       const exit = await Promise.race([exited, stuck])
-      if (exit === undefined) this.#log.error({ pid: this.#pgid }, 'brain did not exit after SIGKILL; giving up on it')
+      if (exit === undefined) this.#log.error({ child_pid: this.#pgid }, 'brain did not exit after SIGKILL; giving up on it')
       return exit
     } finally {
       settle.abort()
@@ -69,7 +69,7 @@ export class ProcessGroup {
   async gone(): Promise<void> {
     while (this.hasLiveMembers()) {
       if (this.#killedAt !== undefined && Date.now() - this.#killedAt > KILL_SETTLE_MS) {
-        this.#log.error({ pid: this.#pgid }, 'brain process group survived SIGKILL; leaving it behind')
+        this.#log.error({ child_pid: this.#pgid }, 'brain process group survived SIGKILL; leaving it behind')
         return
       }
       await delay(GROUP_POLL_MS)
@@ -98,7 +98,7 @@ export class ProcessGroup {
       process.kill(-this.#pgid, signal)
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code
-      if (code !== 'ESRCH') this.#log.warn({ pid: this.#pgid, signal, err: error }, 'could not signal the brain process group')
+      if (code !== 'ESRCH') this.#log.warn({ child_pid: this.#pgid, signal, err: error }, 'could not signal the brain process group')
     }
   }
 }

@@ -137,7 +137,7 @@ export async function runBrain(options: BrainRunOptions): Promise<BrainAttempt> 
     destroyStdio(child)
     return notStarted('spawn_error', describeSpawnError(error, options))
   }
-  log.info({ pid, ...options.logFields, argv0 }, 'child started')
+  log.info({ child_pid: pid, ...options.logFields, argv0 }, 'child started')
   return superviseChild(child, pid, options, startedAt)
 }
 
@@ -146,7 +146,7 @@ async function superviseChild(child: ChildProcess, pid: number, options: BrainRu
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }))
   })
-  child.on('error', (error) => log.warn({ pid, err: error }, 'brain child process reported an error'))
+  child.on('error', (error) => log.warn({ child_pid: pid, err: error }, 'brain child process reported an error'))
 
   const stdout = new OutputHead(STDOUT_LIMIT_BYTES)
   const stderr = new OutputTail(STDERR_TAIL_BYTES)
@@ -156,14 +156,14 @@ async function superviseChild(child: ChildProcess, pid: number, options: BrainRu
     if (!(stream instanceof Readable)) return
     readers.push(stream)
     stream.on('data', sink)
-    stream.on('error', (error) => log.debug({ pid, err: error }, `brain ${name} pipe failed`))
+    stream.on('error', (error) => log.debug({ child_pid: pid, err: error }, `brain ${name} pipe failed`))
   }
   read(child.stdout, (chunk) => stdout.push(chunk), 'stdout')
   read(child.stderr, (chunk) => stderr.push(chunk), 'stderr')
   read(child.stdio[EVENTS_FD], (chunk) => events.push(chunk), `fd ${EVENTS_FD}`)
 
   // A brain that never reads stdin (or exits first) makes this write fail with EPIPE: expected.
-  child.stdin?.on('error', (error) => log.debug({ pid, err: error }, 'brain did not read all of stdin'))
+  child.stdin?.on('error', (error) => log.debug({ child_pid: pid, err: error }, 'brain did not read all of stdin'))
   child.stdin?.end(options.stdin)
 
   const group = new ProcessGroup(pid, options.killGraceMs, log)
@@ -173,7 +173,7 @@ async function superviseChild(child: ChildProcess, pid: number, options: BrainRu
     if (stopReason !== undefined || leaderExited) return
     stopReason = reason
     const why = reason === 'timed_out' ? 'brain ran past its deadline' : 'brain run cancelled'
-    log[reason === 'timed_out' ? 'warn' : 'info']({ pid, grace_ms: options.killGraceMs }, `${why}: sending SIGTERM to its process group`)
+    log[reason === 'timed_out' ? 'warn' : 'info']({ child_pid: pid, grace_ms: options.killGraceMs }, `${why}: sending SIGTERM to its process group`)
     group.terminate()
   }
 
@@ -193,7 +193,7 @@ async function superviseChild(child: ChildProcess, pid: number, options: BrainRu
   options.signal?.removeEventListener('abort', onAbort)
 
   if (group.hasLiveMembers()) {
-    if (!group.terminating) log.info({ pid }, 'brain exited but left processes in its group: sending SIGTERM to them')
+    if (!group.terminating) log.info({ child_pid: pid }, 'brain exited but left processes in its group: sending SIGTERM to them')
     group.terminate()
   }
   await group.gone()
@@ -226,7 +226,7 @@ async function superviseChild(child: ChildProcess, pid: number, options: BrainRu
 function logReaped(log: FastifyBaseLogger, attempt: BrainAttempt, stdoutBytes = 0): void {
   log.info(
     {
-      pid: attempt.pid,
+      child_pid: attempt.pid,
       exit_code: attempt.exitCode,
       signal: attempt.signal,
       duration_ms: attempt.durationMs,

@@ -49,6 +49,7 @@ export async function checkCommand(args: string[]): Promise<number> {
   report(checkSandbox(config))
   report(checkStateDir(config))
   report(checkLockDir(config))
+  report(await checkService(config))
   const api = commandApi(config)
   const { finding, bot } = await checkToken(api, config)
   report(finding)
@@ -136,6 +137,28 @@ function checkLockDir(config: Config): Finding {
   const what = 'LOCK_DIR'
   const verdict = inspectDirectory(config.lockDir, 'LOCK_DIR')
   return verdict.ok ? { ok: true, what, detail: verdict.detail } : { ok: false, what, detail: `${verdict.detail} (the service would run without per-chat locks)` }
+}
+
+// The service answers /readyz at once; a second is plenty even on a loaded machine.
+const SERVICE_TIMEOUT_MS = 3000
+
+/** Whether the service itself answers on HOST:PORT, and whether it says it is ready. */
+async function checkService(config: Config): Promise<Finding> {
+  const what = 'service'
+  // A wildcard address is reached on loopback.
+  const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host === '::' ? '::1' : config.host
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${config.port}/readyz`
+  let response: Response
+  try {
+    response = await fetch(url, { signal: AbortSignal.timeout(SERVICE_TIMEOUT_MS) })
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).name
+    return { ok: false, what, detail: `nothing answers at ${url} (${cause}); start it (systemctl start coordinator) or check HOST and PORT` }
+  }
+  const body = (await response.json().catch(() => ({}))) as { checks?: Record<string, boolean> }
+  if (response.ok) return { ok: true, what, detail: `answers at ${url}: ready` }
+  const failing = Object.entries(body.checks ?? {}).filter(([, ok]) => !ok).map(([name]) => name)
+  return { ok: false, what, detail: `answers at ${url} but is not ready (${failing.join(', ') || `HTTP ${response.status}`}); see its log` }
 }
 
 async function checkToken(api: Api, config: Config): Promise<{ finding: Finding; bot?: UserFromGetMe }> {

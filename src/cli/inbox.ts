@@ -15,7 +15,7 @@ const TEXT_PREVIEW_CHARS = 40
  */
 export async function inboxCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
-    args,
+    args: joinNegativeValues(args, ['--chat']),
     allowPositionals: true,
     options: {
       chat: { type: 'string' },
@@ -144,4 +144,23 @@ function messageState(text: string): MessageState {
     throw new UsageError(`--state must be one of ${MESSAGE_STATES.join(', ')}; got "${text}"`)
   }
   return text as MessageState
+}
+
+/**
+ * parseArgs takes "-100777" after "--chat" for an option, so group chats (negative ids) could not be
+ * given; "--chat -100777" becomes "--chat=-100777".
+ */
+function joinNegativeValues(args: readonly string[], options: readonly string[]): string[] {
+  const joined: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    const next = args[i + 1]
+    if (options.includes(arg) && next !== undefined && /^-\d+$/u.test(next)) {
+      joined.push(`${arg}=${next}`)
+      i++
+    } else {
+      joined.push(arg)
+    }
+  }
+  return joined
 }
