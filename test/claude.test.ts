@@ -87,6 +87,8 @@ async function startClaudeStack(env: Record<string, string> = {}): Promise<Claud
   }
 }
 
+/** The prompt without the outbox instruction the adapter appends. */
+const questionOf = (call: FakeCall): string => call.prompt.replace(/\n\n\(To send the user a file, [^\n]*\)$/u, '')
 const storedSession = (dir: string): string | undefined => readSession(path.join(dir, SESSION_FILE), () => {})
 const retriesOf = (stack: Stack, update: Update) =>
   stack.svc.logs.filter((line) => line.msg === 'brain asked for a retry (exit 75)' && line['update_id'] === update.update_id).length
@@ -119,7 +121,7 @@ t.test('sessions resume per chat and never cross chats; CLAUDE_ARGS and the prom
   await claude.waitForText(bob, /^Turn 2 of this conversation\. You said: "beta two" Before that: "beta one"$/u)
   t.equal(storedSession(claude.chatDir(alice)), aliceSession, "alice's session id stays")
 
-  const byPrompt = new Map(claude.calls().map((call) => [call.prompt, call]))
+  const byPrompt = new Map(claude.calls().map((call) => [questionOf(call), call]))
   t.same(byPrompt.get('alpha one')?.argv, [...CLAUDE_BASE_ARGS, ...CLAUDE_ARGS_SPLIT], 'a first turn: no --resume; CLAUDE_ARGS split like a shell')
   t.same(byPrompt.get('alpha two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', aliceSession, ...CLAUDE_ARGS_SPLIT], "alice's second turn resumes alice's session")
   t.same(byPrompt.get('beta two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', bobSession, ...CLAUDE_ARGS_SPLIT], "bob's second turn resumes bob's session")
@@ -130,7 +132,12 @@ t.test('sessions resume per chat and never cross chats; CLAUDE_ARGS and the prom
   await claude.waitForText(9111, /^Turn 1 /u)
   const photoCall = claude.calls().find((call) => call.prompt.startsWith('what is this?'))
   const mediaDir = path.join(claude.stack.stateDir, 'media', String(photo.update_id))
-  t.match(photoCall?.prompt, new RegExp(`^what is this\\?\\n\\n\\[attached photo: ${mediaDir}/\\S+ \\(image/jpeg\\)\\]$`, 'u'), 'a photo is announced by its path')
+  const outbox = path.join(claude.chatDir(9111), 'outbox')
+  t.match(
+    photoCall?.prompt,
+    new RegExp(`^what is this\\?\\n\\n\\[attached photo: ${mediaDir}/\\S+ \\(image/jpeg\\)\\]\\n\\n\\(To send the user a file, .* write it into the directory ${outbox}: `, 'u'),
+    'a photo is announced by its path, then the outbox',
+  )
 })
 
 t.test('a deleted or corrupt session file starts a new conversation, silently (what /new does)', async (t) => {
@@ -140,7 +147,7 @@ t.test('a deleted or corrupt session file starts a new conversation, silently (w
   fs.rmSync(path.join(claude.chatDir(chatId), SESSION_FILE))
   emu.sendText({ chatId, text: 'after the reset' })
   await claude.waitForText(chatId, /^Turn 1 of this conversation\. You said: "after the reset"$/u)
-  t.same(claude.calls().find((call) => call.prompt === 'after the reset')?.argv, [...CLAUDE_BASE_ARGS, ...CLAUDE_ARGS_SPLIT], 'no --resume')
+  t.same(claude.calls().find((call) => questionOf(call) === 'after the reset')?.argv, [...CLAUDE_BASE_ARGS, ...CLAUDE_ARGS_SPLIT], 'no --resume')
 
   fs.writeFileSync(path.join(claude.chatDir(chatId), SESSION_FILE), '{"session_id": ')
   emu.sendText({ chatId, text: 'after the corruption' })
@@ -166,7 +173,7 @@ t.test('a session Claude Code no longer knows: a new one, and the user is told o
   const fresh = storedSession(claude.chatDir(chatId))
   t.ok(fresh && fresh !== stale, 'the new session replaced the stale one')
   t.same(
-    claude.calls().filter((call) => call.prompt === 'hello again').map((call) => call.argv.includes('--resume')),
+    claude.calls().filter((call) => questionOf(call) === 'hello again').map((call) => call.argv.includes('--resume')),
     [true, false],
     'tried with --resume, then without',
   )
@@ -188,6 +195,22 @@ t.test('tool calls reach the chat as one status message edited in place, then de
   t.ok(deleted.ok, 'the status message was deleted when the answer came')
 })
 
+t.test("files Claude writes into the chat's outbox are sent with its answer, photos as photos; the next run starts empty", async (t) => {
+  const chatId = 9112
+  emu.sendText({ chatId, text: 'draw a chart write=chart.png' })
+  await claude.waitForText(chatId, /^Turn 1 /u)
+  const sentFiles = (): RecordedCall[] => emu.calls.filter((call) => (call.method === 'sendPhoto' || call.method === 'sendDocument') && Number(call.params['chat_id']) === chatId)
+  t.same(sentFiles().map((call) => call.method), ['sendPhoto'])
+  const outbox = path.join(claude.chatDir(chatId), 'outbox')
+  const reply = emu.calls.findIndex((call) => call.method === 'sendMessage' && call.params['chat_id'] === chatId && /^Turn 1 /u.test(String(call.params['text'])))
+  t.ok(emu.calls.indexOf(sentFiles()[0] as RecordedCall) < reply, 'the photo comes before the answer')
+
+  emu.sendText({ chatId, text: 'now the notes write=notes.md' })
+  await claude.waitForText(chatId, /^Turn 2 /u)
+  t.same(sentFiles().map((call) => call.method), ['sendPhoto', 'sendDocument'], "only this run's file: the chart was not sent again")
+  t.same(fs.readdirSync(outbox), ['notes.md'], 'the outbox was emptied before the run')
+})
+
 t.test('an overloaded or rate-limited claude is retried (exit 75) until it answers', async (t) => {
   const overloaded = emu.sendText({ chatId: 9106, text: 'overloaded=1 please' })
   const limited = emu.sendText({ chatId: 9107, text: 'ratelimited=1 please' })
@@ -195,7 +218,7 @@ t.test('an overloaded or rate-limited claude is retried (exit 75) until it answe
   await claude.waitForText(9107, /^Turn 1 .*"ratelimited=1 please"$/u)
   t.equal(retriesOf(claude.stack, overloaded), 1, 'the overloaded attempt was retried')
   t.equal(retriesOf(claude.stack, limited), 1, 'one rate-limited attempt was retried')
-  t.equal(claude.calls().filter((call) => call.prompt === 'overloaded=1 please').length, 2, 'claude ran twice')
+  t.equal(claude.calls().filter((call) => questionOf(call) === 'overloaded=1 please').length, 2, 'claude ran twice')
   t.same(claude.texts(9106).length, 1, 'the user saw only the answer')
 })
 
@@ -347,6 +370,11 @@ t.test("claude's argv: print mode, the session, directories of attached files ou
     'opus',
   ])
   t.same(claudeArgv({ resume: undefined, files: [], cwd: '/work/repo', extraArgs: [] }), ['-p', '--output-format', 'stream-json', '--verbose'])
+  t.same(
+    claudeArgv({ resume: undefined, files: [], cwd: '/work/repo', extraArgs: [], writableDirs: ['/state/chats/7/outbox', '/work/repo/outbox'] }),
+    [...CLAUDE_BASE_ARGS, '--add-dir', '/state/chats/7/outbox'],
+    'the outbox, when outside the working directory',
+  )
 })
 
 interface AdapterRun {

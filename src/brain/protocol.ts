@@ -18,24 +18,33 @@ export const EVENTS_FD = 3
 /** The protocol version of the envelope; bumped only for incompatible changes. */
 export const ENVELOPE_VERSION = 1
 
-/** One event of the fd-3 channel: a status to show, a message to send at once, a reaction to set. */
+/**
+ * One event of the fd-3 channel: a status to show, a message to send at once, a reaction to set,
+ * a file to send (from the chat's directory or BRAIN_CWD; a relative path starts at BRAIN_CWD).
+ */
 export type BrainEvent =
   | { readonly type: 'progress' | 'message'; readonly text: string }
   | { readonly type: 'react'; readonly emoji: string }
+  | { readonly type: 'file'; readonly path: string; readonly caption?: string }
 
 /** The shapes {@link parseBrainEvent} accepts, for a warning about one it did not. */
-export const BRAIN_EVENT_SHAPES = '{"type":"progress"|"message","text":…} or {"type":"react","emoji":…}'
+export const BRAIN_EVENT_SHAPES =
+  '{"type":"progress"|"message","text":…}, {"type":"react","emoji":…} or {"type":"file","path":…,"caption"?:…}'
 
 /**
- * The one check of an fd-3 event: a `progress` or `message` with a text that is not blank, or a
- * `react` with an emoji (whether Telegram allows that emoji is the receiver's concern). Anything
- * else is undefined.
+ * The one check of an fd-3 event: a `progress` or `message` with a text that is not blank, a
+ * `react` with an emoji (whether Telegram allows that emoji is the receiver's concern), or a `file`
+ * with a path and maybe a caption (whether the file may be sent is the receiver's concern too).
+ * Anything else is undefined.
  */
 export function parseBrainEvent(value: unknown): BrainEvent | undefined {
   if (typeof value !== 'object' || value === null) return undefined
-  const { type, text, emoji } = value as Record<string, unknown>
+  const { type, text, emoji, path, caption } = value as Record<string, unknown>
   if ((type === 'progress' || type === 'message') && typeof text === 'string' && text.trim() !== '') return { type, text }
   if (type === 'react' && typeof emoji === 'string') return { type, emoji }
+  if (type === 'file' && typeof path === 'string' && path !== '' && (caption === undefined || typeof caption === 'string')) {
+    return caption === undefined ? { type, path } : { type, path, caption }
+  }
   return undefined
 }
 

@@ -274,6 +274,13 @@ export class BotApiEmulator {
     return this.#files.add(file)
   }
 
+  /** A file the emulated Telegram holds (a user's upload or one the bot sent): what getFile answers, and its bytes. */
+  file(fileId: string): { readonly info: File; readonly bytes: Buffer } | undefined {
+    const info = this.#files.info(fileId)
+    const bytes = info === undefined ? undefined : this.#files.bytesAt(info.file_path)
+    return info === undefined || bytes === undefined ? undefined : { info: { ...info }, bytes }
+  }
+
   /**
    * Makes calls to `method` (any case; '*' for all, downloads included) misbehave, `times` times
    * or until clearFaults().

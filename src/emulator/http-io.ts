@@ -1,21 +1,25 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { ApiError, badRequest } from './api-error.js'
 import { isRecord, type Params } from './params.js'
+import { MAX_UPLOAD_SIZE, readMultipart } from './uploads.js'
 
 // Bot API calls are small JSON; the biggest real one (a 4096-character message with markup) is tens of KB.
 const MAX_BODY_BYTES = 10 * 1024 * 1024
 
+// An upload may be 50 MB; the form around it adds a little.
+const MAX_MULTIPART_BYTES = MAX_UPLOAD_SIZE + 1024 * 1024
+
 /** Reads a request body, refusing (413) one that is unreasonably big for a Bot API call. */
-export function readBody(request: IncomingMessage): Promise<Buffer> {
+export function readBody(request: IncomingMessage, maxBytes = MAX_BODY_BYTES): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
     request.on('data', (chunk: Buffer) => {
       size += chunk.length
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk)
+      if (size <= maxBytes) chunks.push(chunk)
     })
     request.on('end', () => {
-      if (size > MAX_BODY_BYTES) reject(new ApiError(413, 'Request Entity Too Large'))
+      if (size > maxBytes) reject(new ApiError(413, 'Request Entity Too Large'))
       else resolve(chunks.length === 1 && chunks[0] ? chunks[0] : Buffer.concat(chunks))
     })
     request.on('error', reject)
@@ -29,10 +33,10 @@ export function readBody(request: IncomingMessage): Promise<Buffer> {
 export async function readParams(request: IncomingMessage, query: string): Promise<Params> {
   const params: Record<string, unknown> = {}
   if (query !== '') for (const [name, value] of new URLSearchParams(query)) params[name] = value
-  const body = await readBody(request)
+  const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? ''
+  const body = await readBody(request, type === 'multipart/form-data' ? MAX_MULTIPART_BYTES : MAX_BODY_BYTES)
   if (body.length === 0) return params
 
-  const type = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? ''
   if (type === 'application/json' || type === '') {
     let parsed: unknown
     try {
@@ -48,7 +52,7 @@ export async function readParams(request: IncomingMessage, query: string): Promi
     return params
   }
   if (type === 'multipart/form-data') {
-    throw badRequest('multipart/form-data uploads are not emulated; send the parameters as JSON (no InputFile)')
+    return Object.assign(params, await readMultipart(body, request.headers['content-type'] ?? ''))
   }
   throw badRequest(`unsupported content type "${type}"; send application/json or application/x-www-form-urlencoded`)
 }

@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto'
 import type { InlineKeyboardMarkup, Message, Update, UserFromGetMe } from 'grammy/types'
+import { MAX_PHOTO_BYTES, imageSize } from './images.js'
 import { BOT_API_REACTIONS } from './reactions.js'
 import { CHAT_NOT_FOUND, GROUP_MIGRATED, REACTION_INVALID, REPLY_TARGET_NOT_FOUND, THREAD_NOT_FOUND, badRequest } from './api-error.js'
 import type { ChatDirectory, KnownChat } from './chats.js'
@@ -15,6 +17,7 @@ import {
   type Params,
 } from './params.js'
 import { MAX_UPDATES_PER_POLL, type UpdateFeed } from './updates.js'
+import { MAX_UPLOAD_SIZE, UploadedFile, uploadIn } from './uploads.js'
 
 /** What a method may touch: the emulated bot and Telegram's state as the bot sees it. */
 export interface MethodContext {
@@ -43,6 +46,8 @@ export interface BotApiMethod {
 export const DEFAULT_MAX_CONNECTIONS = 40
 const MAX_CONNECTIONS_RANGE = { min: 1, max: 100 } as const
 const SECRET_TOKEN_PATTERN = /^[A-Za-z0-9_-]{1,256}$/u
+/** Telegram's limit for a media caption, after entity parsing. */
+export const MAX_CAPTION_LENGTH = 1024
 const NOT_MODIFIED =
   'message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message'
 
@@ -125,6 +130,21 @@ const HANDLERS: Record<string, MethodHandler> = {
     return { result: message }
   },
 
+  sendPhoto: (params, context) => {
+    const file = readUpload(params, 'photo', context)
+    if (file.bytes.length > MAX_PHOTO_BYTES) throw badRequest('PHOTO_INVALID_DIMENSIONS: a photo may be at most 10 MB; send it as a document')
+    const image = imageSize(file.bytes)
+    if (image === undefined) throw badRequest('IMAGE_PROCESS_FAILED')
+    const stored = storeUpload(context, file, 'photos', image.format === 'jpeg' ? 'jpg' : image.format)
+    return sentMedia(params, context, { photo: [{ ...stored, width: image.width, height: image.height }] })
+  },
+
+  sendDocument: (params, context) => {
+    const file = readUpload(params, 'document', context)
+    const stored = storeUpload(context, file, 'documents', /\.([A-Za-z0-9]{1,10})$/u.exec(file.fileName)?.[1] ?? 'bin')
+    return sentMedia(params, context, { document: { ...stored, file_name: file.fileName, mime_type: file.mimeType } })
+  },
+
   editMessageText: (params, { bot, chats }) => {
     if (params['inline_message_id'] !== undefined) {
       throw badRequest('inline messages are not emulated; edit by chat_id and message_id')
@@ -201,6 +221,59 @@ const METHODS_BY_KEY: ReadonlyMap<string, BotApiMethod> = new Map(
 /** Looks a method up as Telegram does: method names are case-insensitive. */
 export function findMethod(name: string): BotApiMethod | undefined {
   return METHODS_BY_KEY.get(name.toLowerCase())
+}
+
+// The upload a sendPhoto/sendDocument call carries, or the known file its file_id names (a re-send).
+function readUpload(params: Params, name: string, { files }: MethodContext): UploadedFile {
+  const value = uploadIn(params, name)
+  if (value === undefined) throw badRequest(`there is no ${name} in the request`)
+  if (value instanceof UploadedFile) {
+    if (value.bytes.length === 0) throw badRequest('file must be non-empty')
+    if (value.bytes.length > MAX_UPLOAD_SIZE) throw badRequest('file is too big')
+    return value
+  }
+  const known = files.info(value)
+  const bytes = known === undefined ? undefined : files.bytesAt(known.file_path)
+  if (bytes === undefined) throw badRequest('wrong remote file identifier specified: can\'t unserialize it. Wrong last symbol?')
+  return new UploadedFile(known?.file_path.split('/').at(-1) ?? 'file', 'application/octet-stream', bytes)
+}
+
+// Registers an uploaded file for getFile and the file server, as Telegram keeps what bots send.
+function storeUpload(
+  { files }: MethodContext,
+  file: UploadedFile,
+  folder: string,
+  extension: string,
+): { file_id: string; file_unique_id: string; file_size: number } {
+  const unique = randomBytes(8).toString('hex')
+  const info = files.add({ file_id: `bot-${unique}`, file_unique_id: `ub-${unique}`, bytes: file.bytes, file_path: `${folder}/bot_${unique}.${extension}` })
+  return { file_id: info.file_id, file_unique_id: info.file_unique_id, file_size: info.file_size ?? file.bytes.length }
+}
+
+// A media message from the bot: the chat, the reply target and topic, the caption (HTML allowed).
+function sentMedia(params: Params, { bot, chats }: MethodContext, media: Pick<Message, 'photo' | 'document'>): MethodAnswer {
+  const known = findChat(params, chats)
+  const replyTo = readReplyTarget(params, known)
+  const threadId = optionalInteger(params, 'message_thread_id')
+  const rawCaption = optionalString(params, 'caption') ?? ''
+  const caption =
+    rawCaption.trim() === ''
+      ? undefined
+      : readMessageText({ text: rawCaption, parse_mode: params['parse_mode'], entities: params['caption_entities'] })
+  if (caption !== undefined && caption.text.length > MAX_CAPTION_LENGTH) throw badRequest('message caption is too long')
+  const message = {
+    message_id: chats.nextMessageId(known),
+    from: bot,
+    chat: known.chat,
+    date: unixNow(),
+    ...(threadId === undefined ? {} : { message_thread_id: threadId, is_topic_message: true }),
+    ...(replyTo === undefined ? {} : { reply_to_message: { ...replyTo, reply_to_message: undefined } }),
+    ...media,
+    ...(caption === undefined ? {} : { caption: caption.text }),
+    ...(caption === undefined || caption.entities.length === 0 ? {} : { caption_entities: caption.entities }),
+  } as Message
+  known.messages.set(message.message_id, message)
+  return { result: message }
 }
 
 function deleteWebhook(feed: UpdateFeed, dropPendingUpdates: boolean): MethodAnswer {

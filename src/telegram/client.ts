@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { Api, GrammyError, HttpError } from 'grammy'
+import { Api, GrammyError, HttpError, InputFile } from 'grammy'
 import { autoRetry } from '@grammyjs/auto-retry'
 import type { ChatMigrations } from '../store/chat-migrations.js'
 import type { Metrics } from '../metrics.js'
@@ -135,6 +135,19 @@ export class TelegramClient {
     this.#log.warn({ chat_id: from, new_chat_id: to }, `group ${from} became supergroup ${to}: replies go there now; put ${to} in ALLOWED_CHAT_IDS`)
   }
 
+  /**
+   * Sends a file the brain made, as a photo or a document, in reply to the message, with a plain
+   * caption (cut to Telegram's 1024 characters).
+   */
+  async sendFile(target: ReplyTarget, file: OutgoingFile): Promise<void> {
+    const caption = file.caption === undefined || file.caption === '' ? {} : { caption: cutCaption(file.caption) }
+    const { chatId, options } = this.#destination(target)
+    // A fresh InputFile per attempt: its bytes are read once per request.
+    const input = (): InputFile => new InputFile(file.bytes, file.fileName)
+    if (file.kind === 'photo') await withNetworkRetries(() => this.api.sendPhoto(chatId, input(), { ...options, ...caption }))
+    else await withNetworkRetries(() => this.api.sendDocument(chatId, input(), { ...options, ...caption }))
+  }
+
   /** Sends a plain status line in reply to the message; returns its id, for editing. */
   async sendStatus(target: ReplyTarget, text: string): Promise<number> {
     const { chatId, options } = this.#destination(target)
@@ -155,6 +168,28 @@ export class TelegramClient {
 interface Destination {
   readonly chatId: number
   readonly options: { reply_parameters?: { message_id: number; allow_sending_without_reply: true }; message_thread_id?: number }
+}
+
+/** A file for {@link TelegramClient.sendFile}. */
+export interface OutgoingFile {
+  readonly kind: 'photo' | 'document'
+  readonly bytes: Buffer
+  readonly fileName: string
+  readonly caption?: string | undefined
+}
+
+// Telegram's limit for a media caption.
+const CAPTION_CHARS_MAX = 1024
+
+// Telegram counts UTF-16 units; the cut never splits a character.
+function cutCaption(caption: string): string {
+  if (caption.length <= CAPTION_CHARS_MAX) return caption
+  let cut = ''
+  for (const char of caption) {
+    if (cut.length + char.length > CAPTION_CHARS_MAX - 1) break
+    cut += char
+  }
+  return `${cut}…`
 }
 
 function replyTo(target: ReplyTarget): { reply_parameters: { message_id: number; allow_sending_without_reply: true } } {

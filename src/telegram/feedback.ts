@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { BRAIN_EVENT_SHAPES, parseBrainEvent } from '../brain/protocol.js'
 import type { ReplyTarget, TelegramClient } from './client.js'
 import { toReaction, type ReactionEmoji } from './reactions.js'
+import { FILE_EVENTS_MAX, FileRefused, readBrainFile } from './brain-files.js'
 
 /** Telegram shows "typing…" for about 5 s; it is renewed a little sooner. */
 export const TYPING_EVERY_MS = 4000
@@ -14,10 +15,16 @@ const STATUS_CHARS_MAX = 1000
 // Warnings about bad events per run, so a brain writing garbage cannot flood the log.
 const EVENT_WARNINGS_MAX = 10
 
+/** Where a run's `file` events may take files from: relative paths start at `cwd`. */
+export interface BrainFileRoots {
+  readonly cwd: string
+  readonly allowedDirs: readonly string[]
+}
+
 /**
  * What the chat sees while a brain works on its message: "typing…" while a brain runs, one status
- * message edited in place by the brain's `progress` events, its `message` events sent at once and
- * its `react` events applied. Everything here is best effort: a failure is logged and never touches
+ * message edited in place by the brain's `progress` events, its `message` and `file` events sent
+ * at once (in the order the brain wrote them, all before the reply) and its `react` events applied. Everything here is best effort: a failure is logged and never touches
  * the run. {@link close} ends it all, before the reply is sent; only the brain's messages are waited
  * for then (they come before the reply), never the status message or a reaction.
  */
@@ -33,6 +40,8 @@ export class ChatFeedback {
   #closed = false
   #warnings = 0
   #messagesSent = 0
+  #filesSent = 0
+  #fileRoots: BrainFileRoots
   #statusId: number | undefined
   #statusShown: string | undefined
   #statusWanted: string | undefined
@@ -41,8 +50,15 @@ export class ChatFeedback {
   #brainReaction: ReactionEmoji | undefined
 
   /** `afterReceipt` settles with the message's 👀, which the brain's reaction must not land under. */
-  constructor(options: { telegram: TelegramClient; target: ReplyTarget; log: FastifyBaseLogger; afterReceipt: Promise<void> }) {
+  constructor(options: {
+    telegram: TelegramClient
+    target: ReplyTarget
+    log: FastifyBaseLogger
+    afterReceipt: Promise<void>
+    fileRoots: BrainFileRoots
+  }) {
     this.#telegram = options.telegram
+    this.#fileRoots = options.fileRoots
     this.#target = options.target
     this.#log = options.log
     this.#reactions = options.afterReceipt
@@ -85,6 +101,8 @@ export class ChatFeedback {
       this.#message(event.text)
     } else if (event.type === 'react') {
       this.#react(event.emoji)
+    } else if (event.type === 'file') {
+      this.#file(event.path, event.caption)
     }
   }
 
@@ -142,6 +160,35 @@ export class ChatFeedback {
         await this.#telegram.sendReply(this.#target, text)
       } catch (error) {
         this.#log.warn({ err: error }, "brain's message not sent")
+      }
+    })
+  }
+
+  // Read and sent in the messages' line, so files and messages reach the chat in the brain's order.
+  #file(requested: string, caption: string | undefined): void {
+    const number = ++this.#filesSent
+    this.#messages = this.#messages.then(async () => {
+      try {
+        if (number > FILE_EVENTS_MAX) throw new FileRefused(`more than ${FILE_EVENTS_MAX} files in one run`)
+        const file = await readBrainFile(requested, { ...this.#fileRoots, caption })
+        await this.#telegram.sendFile(this.#target, file)
+        this.#log.info({ file: file.fileName, kind: file.kind, bytes: file.bytes.length }, 'brain file sent')
+      } catch (error) {
+        if (!(error instanceof FileRefused)) {
+          this.#log.warn({ err: error, path: requested }, "brain's file not sent")
+          return
+        }
+        // Past the limit, one note says so; the rest are only logged.
+        if (number > FILE_EVENTS_MAX + 1) {
+          this.#log.debug({ path: requested }, 'brain file refused: over the limit')
+          return
+        }
+        this.#log.warn({ path: requested, reason: error.message }, 'brain file refused')
+        try {
+          await this.#telegram.sendStatus(this.#target, `⚠️ file not sent: ${error.message}`)
+        } catch (noteError) {
+          this.#log.warn({ err: noteError }, 'note about a refused file not sent')
+        }
       }
     })
   }

@@ -118,7 +118,11 @@ async function runTurn(deps: TurnDeps, batch: Batch, context: WorkContext, log: 
     }
     return
   }
-  const feedback = new ChatFeedback({ telegram, target: replyTarget(lead), log: turnLog, afterReceipt: deps.acks.settled(lead.updateId) })
+  // Where the brain may send files from; a relative path starts where the brain runs.
+  const chatDir = chatDirOf(deps.config.stateDir, lead.chatId)
+  const brainCwd = deps.config.brain.cwd
+  const fileRoots = { cwd: brainCwd ?? chatDir, allowedDirs: brainCwd === undefined ? [chatDir] : [chatDir, brainCwd] }
+  const feedback = new ChatFeedback({ telegram, target: replyTarget(lead), log: turnLog, afterReceipt: deps.acks.settled(lead.updateId), fileRoots })
   let outcome: Outcome | 'interrupted' | 'requeued'
   try {
     outcome = await runAttempts(deps, batch, messages, context, feedback, turnLog)

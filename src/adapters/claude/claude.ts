@@ -9,6 +9,7 @@ import { EXIT_TEMPFAIL, type BrainFile } from '../../brain/protocol.js'
 import { classifyFailure, cut, parseLine, progressOf, resultOf, assistantErrorOf, succeeded, type ClaudeResult, type RunEvidence } from './claude-stream.js'
 import { forgetSession, readSession, saveSession, SESSION_FILE } from './claude-session.js'
 import { BrainEvents, eventSinkFor } from './events.js'
+import { outboxFiles, outboxInstruction, prepareOutbox } from './outbox.js'
 
 /** Told to the user, once, when the chat's stored session is unknown to Claude Code. */
 export const SESSION_GONE_NOTICE = '🆕 The previous conversation is gone; starting a new one.'
@@ -66,13 +67,16 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     note(`CLAUDE_ARGS ${(error as Error).message}: quote it like a shell command line`)
     return 1
   }
-  const prompt = buildPrompt(envelope)
-  if (prompt === '') {
+  const question = buildPrompt(envelope)
+  if (question === '') {
     note('the message has neither text nor files: nothing to ask')
     return 0
   }
   const chatDir = env['COORDINATOR_CHAT_DIR'] || envelope.chat_dir
   if (!chatDir) note('no COORDINATOR_CHAT_DIR: this conversation will not be remembered')
+  // Files Claude writes here are sent back to the chat (fd-3 file events) when it has answered.
+  const outbox = chatDir ? prepareOutbox(chatDir, note) : undefined
+  const prompt = outbox ? `${question}\n\n${outboxInstruction(outbox)}` : question
   const sessionFile = chatDir ? path.join(chatDir, SESSION_FILE) : undefined
   const bin = env['CLAUDE_BIN'] || 'claude'
   const events = new BrainEvents(eventSinkFor(env, 'claude'))
@@ -95,7 +99,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     runClaude({
       bin,
       env: claudeEnv,
-      argv: claudeArgv({ resume, files: envelope.files, cwd, extraArgs }),
+      argv: claudeArgv({ resume, files: envelope.files, cwd, extraArgs, writableDirs: outbox ? [outbox] : [] }),
       prompt,
       cwd,
       events,
@@ -123,6 +127,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
       note(`stopped by ${stoppedBy}`)
       return exitStatusFor(stoppedBy)
     }
+    if (outbox) for (const file of outboxFiles(outbox)) events.file(file)
     return settle(run, { bin, binFromEnv: Boolean(env['CLAUDE_BIN']), sessionFile })
   } finally {
     events.close()
@@ -133,15 +138,24 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
 
 /**
  * claude's arguments: {@link CLAUDE_BASE_ARGS}, the session to resume, an `--add-dir` for each
- * directory of attached files outside `cwd` (so Claude Code may read them without asking, which
- * print mode cannot), then CLAUDE_ARGS.
+ * directory of attached files and of the outbox outside `cwd` (so Claude Code may use them without
+ * asking, which print mode cannot), then CLAUDE_ARGS.
  */
-export function claudeArgv(options: { resume: string | undefined; files: readonly AttachedFile[]; cwd: string; extraArgs: readonly string[] }): string[] {
+export function claudeArgv(options: {
+  resume: string | undefined
+  files: readonly AttachedFile[]
+  cwd: string
+  extraArgs: readonly string[]
+  /** Directories Claude should be able to write to (the outbox), added when outside `cwd`. */
+  writableDirs?: readonly string[]
+}): string[] {
   const outside = (dir: string): boolean => {
     const relative = path.relative(options.cwd, dir)
     return relative.startsWith('..') || path.isAbsolute(relative)
   }
-  const fileDirs = new Set(options.files.flatMap((file) => (file.path ? [path.dirname(file.path)] : [])).filter(outside))
+  const fileDirs = new Set(
+    [...options.files.flatMap((file) => (file.path ? [path.dirname(file.path)] : [])), ...(options.writableDirs ?? [])].filter(outside),
+  )
   return [
     ...CLAUDE_BASE_ARGS,
     ...(options.resume ? ['--resume', options.resume] : []),

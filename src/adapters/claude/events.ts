@@ -53,6 +53,11 @@ export class BrainEvents {
     this.#write({ type: 'react', emoji })
   }
 
+  /** Sends a file from the chat's directory or the working directory to the chat, before the reply. */
+  file(filePath: string, caption?: string): void {
+    this.#write({ type: 'file', path: filePath, ...(caption === undefined ? {} : { caption }) })
+  }
+
   /** Drops a progress text still waiting for its turn: the run is over and the status goes away. */
   close(): void {
     clearTimeout(this.#progressTimer)
@@ -92,7 +97,8 @@ export function eventSinkFor(env: NodeJS.ProcessEnv, label: string): EventSink {
     }
   }
   return (event) => {
-    process.stderr.write(`${label}: ${event.type}: ${event.type === 'react' ? event.emoji : event.text}\n`)
+    const what = event.type === 'react' ? event.emoji : event.type === 'file' ? event.path : event.text
+    process.stderr.write(`${label}: ${event.type}: ${what}\n`)
   }
 }
 
