@@ -89,6 +89,19 @@ const COMMANDS: Record<string, Command> = {
     details: '  --delay S   seconds the echo brain takes per message\n\nNeeds no token and no network; exits 1 if a claim of the script did not hold.',
     run: async (args) => (await import('./demo/demo.js')).runDemo(args),
   },
+  sandbox: {
+    synopsis: ['sandbox [--port P] [--state DIR]'],
+    summary: 'talk to your brain in a browser: a local chat page, the emulator and the service',
+    details: [
+      '  --port P      the chat page\'s port on 127.0.0.1 (default 0: a free one)',
+      '  --state DIR   keep the service\'s state here (default: a temporary directory, removed at the end)',
+      '',
+      'Prints the chat page\'s URL as its first line. The brain is BRAIN_COMMAND (with BRAIN_ENV_ALLOW and the',
+      'other brain settings of the environment), else scripts/brains/echo (ECHO_DELAY_S seconds a message,',
+      'default 1). Needs no token and no network; Ctrl-C stops it.',
+    ].join('\n'),
+    run: async (args) => (await import('./sandbox/sandbox.js')).runSandbox(args),
+  },
   emulator: {
     synopsis: ['emulator [--host H] [--port P] [--token T]'],
     summary: 'run the local Telegram Bot API emulator',

@@ -323,7 +323,8 @@ function judgeServiceLog(logs: readonly ServiceLogLine[]): Verdict {
   return { ok: false, text: `the service logged ${serious.length} warnings or errors: ${shown.join(', ')}${serious.length > 3 ? ', …' : ''}` }
 }
 
-function shellQuote(word: string): string {
+/** Quotes a word for BRAIN_COMMAND, which is split like a shell command line. */
+export function shellQuote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`
 }
 

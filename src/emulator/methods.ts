@@ -253,8 +253,8 @@ function storeUpload(
 // A media message from the bot: the chat, the reply target and topic, the caption (HTML allowed).
 function sentMedia(params: Params, { bot, chats }: MethodContext, media: Pick<Message, 'photo' | 'document'>): MethodAnswer {
   const known = findChat(params, chats)
-  const replyTo = readReplyTarget(params, known)
   const threadId = optionalInteger(params, 'message_thread_id')
+  const replyTo = readReplyTarget(params, known, threadId)
   const rawCaption = optionalString(params, 'caption') ?? ''
   const caption =
     rawCaption.trim() === ''
