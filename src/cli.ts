@@ -112,6 +112,18 @@ const COMMANDS: Record<string, Command> = {
       '  --bot-username NAME      the username getMe answers',
       '  --delivery-retry-ms MS   first retry delay after a failed webhook delivery',
       '  --delivery-timeout-ms MS how long a webhook gets to answer',
+      '',
+      'A local Telegram Bot API (default 127.0.0.1:8081): /bot<token>/<method> as Telegram, files at',
+      '/file/bot<token>/<path>, updates delivered to the webhook set with set-webhook --allow-http.',
+      'Drive it from a script with its control API (JSON; README "The emulator, from a script"):',
+      '  POST   /_emulator/updates        a user writes: {"chatId": 42, "text": "hello"}, or a raw Update',
+      '  GET    /_emulator/calls          the bot\'s calls (?method=sendMessage&since=N)',
+      '  GET    /_emulator/deliveries     webhook deliveries (?since=N)',
+      '  GET    /_emulator/webhook        the webhook, as getWebhookInfo',
+      '  POST   /_emulator/faults         {"method": "sendMessage", "fault": {"kind": "server_error"}, "times": 2}',
+      '  DELETE /_emulator/faults         disarm every fault',
+      '  POST   /_emulator/reset          forget calls, deliveries, chats and files',
+      'Example: curl -s 127.0.0.1:8081/_emulator/updates -d \'{"chatId": 42, "text": "hello"}\'',
     ].join('\n'),
     run: async (args) => {
       const { runEmulatorCommand } = await import('./cli/emulator.js')
