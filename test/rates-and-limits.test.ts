@@ -52,7 +52,7 @@ t.test('typing… is renewed every 4 s while a brain runs, and stops with it', a
 })
 
 t.test('exit 75 is retried after 1 s, 2 s, 4 s, 8 s, then every 15 s at most', async (t) => {
-  const stack = await startStack({ env: { MESSAGE_BUDGET_S: '60' } })
+  const stack = await startStack({ env: { BRAIN_TIMEOUT_S: '60', MESSAGE_BUDGET_S: '60' } })
   t.teardown(() => stack.close())
   const { emu } = stack
   const update = emu.sendText({ chatId: 7504, text: 'tempfail=5' })

@@ -50,6 +50,8 @@ const CASES: [Record<string, string | undefined>, string, RegExp][] = [
   [{ BRAIN_TIMEOUT_S: '0' }, 'BRAIN_TIMEOUT_S', /must be a number of seconds at least 0\.001 \(decimals allowed, e\.g\. 90\); got "0"/u],
   [{ BRAIN_TIMEOUT_S: '1m' }, 'BRAIN_TIMEOUT_S', /got "1m"/u],
   [{ MESSAGE_BUDGET_S: '-5' }, 'MESSAGE_BUDGET_S', /must be a number of seconds at least 0\.001 \(decimals allowed, e\.g\. 180\); got "-5"/u],
+  [{ BRAIN_TIMEOUT_S: '60', MESSAGE_BUDGET_S: '30' }, 'MESSAGE_BUDGET_S', /must be at least BRAIN_TIMEOUT_S \(60 s\): it covers all attempts of a message; got 30 s/u],
+  [{ BRAIN_TIMEOUT_S: '600' }, 'MESSAGE_BUDGET_S', /must be at least BRAIN_TIMEOUT_S \(600 s\).*; got 180 s/u],
   [{ KILL_GRACE_S: 'soon' }, 'KILL_GRACE_S', /must be a number of seconds at least 0 \(decimals allowed, e\.g\. 5\); got "soon"/u],
   [{ SHUTDOWN_GRACE_S: '1e3' }, 'SHUTDOWN_GRACE_S', /must be a number of seconds at least 0 \(decimals allowed, e\.g\. 30\); got "1e3"/u],
   [{ ACK_EMOJI: 'x' }, 'ACK_EMOJI', /must be an emoji Telegram allows as a reaction \(such as .*\); got "x"/u],
