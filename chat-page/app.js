@@ -29,6 +29,8 @@ const state = {
 
 const $ = (id) => document.getElementById(id)
 let renderQueued = false
+// Whether the list follows new messages: true unless the user scrolled up to read.
+let followLatest = true
 
 function scheduleRender() {
   if (renderQueued) return
@@ -130,6 +132,7 @@ function renderChats() {
       button.setAttribute('aria-pressed', String(chat.id === state.chatId))
       button.addEventListener('click', () => {
         state.chatId = chat.id
+        followLatest = true
         renderChats()
         render()
       })
@@ -178,10 +181,14 @@ function renderSender(chat) {
 
 function renderMessages(chat) {
   const list = $('messages')
-  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80
   const messages = [...(state.messages.get(chat.id)?.values() ?? [])].sort((a, b) => a.messageId - b.messageId)
   list.replaceChildren(...messages.map((message) => messageItem(message, chat)))
-  if (nearBottom) list.scrollTop = list.scrollHeight
+  scrollToLatest()
+}
+
+function scrollToLatest() {
+  const list = $('messages')
+  if (followLatest) list.scrollTop = list.scrollHeight
 }
 
 function messageItem(message, chat) {
@@ -207,6 +214,8 @@ function messageItem(message, chat) {
     image.src = message.photo.url
     image.alt = mine ? 'your photo' : 'photo from the bot'
     image.className = 'photo'
+    // A photo grows the list once loaded: stay with the latest message.
+    image.addEventListener('load', scrollToLatest)
     bubble.append(image)
   }
   if (message.document) {
@@ -298,6 +307,7 @@ async function post(url, init) {
 }
 
 async function sendText() {
+  followLatest = true
   const box = $('message')
   const text = box.value
   if (text.trim() === '') return
@@ -315,6 +325,7 @@ async function sendText() {
 }
 
 async function sendFile(file) {
+  followLatest = true
   const box = $('message')
   const query = new URLSearchParams({ chatId: String(state.chatId), fromId: String(state.senders.get(state.chatId)), name: file.name, caption: box.value })
   try {
@@ -327,6 +338,10 @@ async function sendFile(file) {
 }
 
 function wire() {
+  $('messages').addEventListener('scroll', () => {
+    const list = $('messages')
+    followLatest = list.scrollHeight - list.scrollTop - list.clientHeight < 80
+  })
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault()
     void sendText()
@@ -350,6 +365,7 @@ function wire() {
     $('timeline-toggle').setAttribute('aria-expanded', String(open))
   })
   setInterval(renderTyping, 500)
+  window.addEventListener('resize', scrollToLatest)
 
   const events = new EventSource('/api/events')
   events.addEventListener('reset', (event) => {

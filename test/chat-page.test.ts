@@ -168,6 +168,16 @@ t.test('a photo travels the real media path; the brain describes it and sends it
   await back.locator('img.photo').waitFor(WAIT)
   const size = await back.locator('img.photo').evaluate((image: HTMLImageElement) => [image.complete, image.naturalWidth, image.naturalHeight])
   t.same(size, [true, 120, 80], 'the photo the brain sent back shows, at its size')
+
+  // A file that is not an image goes as a document, and comes back as one.
+  await page.locator('#file').setInputFiles({ name: 'table.csv', mimeType: 'text/csv', buffer: Buffer.from('a,b\n1,2\n') })
+  const listed = botMessage(/document table\.csv: text\/csv/u)
+  await listed.waitFor(WAIT)
+  const returned = page.locator('li.from-bot', { hasText: 'your document, back' }).locator('a.document')
+  await returned.waitFor(WAIT)
+  t.match(await returned.innerText(), /table\.csv/u)
+  const download = await page.evaluate(async (href) => (await fetch(href)).text(), await returned.getAttribute('href'))
+  t.equal(download, 'a,b\n1,2\n', 'the document the brain sent back downloads intact')
   await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page.png') })
 })
 
