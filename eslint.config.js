@@ -9,6 +9,14 @@ const nodeGlobals = Object.fromEntries(
   ['process', 'console', 'Buffer', 'URL', 'fetch', 'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'AbortController'].map((name) => [name, 'readonly']),
 )
 
+// The browser's globals, for the chat page (chat-page/*.js).
+const browserGlobals = Object.fromEntries(
+  ['document', 'window', 'requestAnimationFrame', 'URLSearchParams', 'EventSource', 'DOMParser', 'Node', 'fetch', 'setInterval'].map((name) => [
+    name,
+    'readonly',
+  ]),
+)
+
 export default tseslint.config(
   { ignores: ['dist/', 'build/', 'coverage/', '.tap/', 'node_modules/'] },
   {
@@ -34,5 +42,9 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs', 'scripts/soak', 'scripts/brains/claude', 'scripts/brains/echo', 'test/fixtures/fake-claude/claude'],
     extends: [js.configs.recommended],
     languageOptions: { sourceType: 'module', globals: nodeGlobals },
+  },
+  {
+    files: ['chat-page/**/*.js'],
+    languageOptions: { globals: browserGlobals },
   },
 )

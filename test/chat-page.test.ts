@@ -27,6 +27,10 @@ const ARTIFACTS = path.join(ROOT, 'test-artifacts')
 const WAIT = { timeout: 20_000 }
 // The echo brain's pause per message (#slow: 3×).
 const ECHO_DELAY_S = 1.5
+// Expressions run in the page; strings, as the tests compile without the DOM's types.
+const NAVIGATION_TIMING =
+  "(() => { const entry = performance.getEntriesByType('navigation')[0]; return { domContentLoaded: Math.round(entry.domContentLoadedEventEnd), load: Math.round(entry.loadEventEnd) } })()"
+const XSS_MARK = 'window.__xss'
 
 if (!fs.existsSync(CHROMIUM)) {
   t.plan(0, `${CHROMIUM} is missing (apt-get install chromium)`)
@@ -99,18 +103,15 @@ t.test('the page loads fast, with a textbox named Message, a Send button and the
   await page.goto(sandbox.url)
   await page.locator('body[data-ready="true"]').waitFor(WAIT)
   const readyMs = Date.now() - started
-  const navigation = await page.evaluate(() => {
-    const entry = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming
-    return { domContentLoaded: Math.round(entry.domContentLoadedEventEnd), load: Math.round(entry.loadEventEnd) }
-  })
+  const navigation = (await page.evaluate(NAVIGATION_TIMING)) as { domContentLoaded: number; load: number }
   t.comment(`first load (fresh profile): DOMContentLoaded ${navigation.domContentLoaded} ms, load ${navigation.load} ms, chat ready (events connected) ${readyMs} ms`)
   t.ok(readyMs < 10_000, `ready in ${readyMs} ms`)
   const reloadStarted = Date.now()
   await page.reload()
   await page.locator('body[data-ready="true"]').waitFor(WAIT)
   const reloadMs = Date.now() - reloadStarted
-  const reloaded = await page.evaluate(() => Math.round((performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming).loadEventEnd))
-  t.comment(`reload: load ${reloaded} ms, chat ready ${reloadMs} ms`)
+  const reloaded = (await page.evaluate(NAVIGATION_TIMING)) as { load: number }
+  t.comment(`reload: load ${reloaded.load} ms, chat ready ${reloadMs} ms`)
   await messageBox().waitFor(WAIT)
   await page.getByRole('button', { name: 'Send' }).waitFor(WAIT)
   t.equal(await page.getByRole('list', { name: 'Messages' }).count(), 1)
@@ -129,7 +130,7 @@ t.test('a message gets 👀 at once, "typing…", the status edited in place, th
   const typing = page.locator('#typing', { hasText: 'typing…' }).waitFor(WAIT)
   const status = botMessage(/thinking…/u)
   await status.waitFor(WAIT)
-  const [statusId, first] = await status.evaluate((item: HTMLElement) => [item.dataset['messageId'], item.innerText])
+  const [statusId, first] = await status.evaluate((item: { dataset: Record<string, string | undefined>; innerText: string }) => [item.dataset['messageId'], item.innerText])
   const step = Number(/\((\d)\/3\)/u.exec(first ?? '')?.[1])
   t.ok(step < 3, `the status shows step ${step} of 3`)
   const later = new RegExp(`thinking… \\([${step + 1}-3]\\/3\\)`, 'u')
@@ -166,7 +167,7 @@ t.test('a photo travels the real media path; the brain describes it and sends it
   t.match(await reply.innerText(), /Received:\s*•?\s*photo [^:]+: image\/jpeg, 0\.\d KiB/u, 'the brain got the downloaded photo')
   const back = page.locator('li.from-bot', { hasText: 'your photo, back' })
   await back.locator('img.photo').waitFor(WAIT)
-  const size = await back.locator('img.photo').evaluate((image: HTMLImageElement) => [image.complete, image.naturalWidth, image.naturalHeight])
+  const size = await back.locator('img.photo').evaluate((image: { complete: boolean; naturalWidth: number; naturalHeight: number }) => [image.complete, image.naturalWidth, image.naturalHeight])
   t.same(size, [true, 120, 80], 'the photo the brain sent back shows, at its size')
 
   // A file that is not an image goes as a document, and comes back as one.
@@ -176,7 +177,7 @@ t.test('a photo travels the real media path; the brain describes it and sends it
   const returned = page.locator('li.from-bot', { hasText: 'your document, back' }).locator('a.document')
   await returned.waitFor(WAIT)
   t.match(await returned.innerText(), /table\.csv/u)
-  const download = await page.evaluate(async (href) => (await fetch(href)).text(), await returned.getAttribute('href'))
+  const download = await page.evaluate(async (href) => (await fetch(href)).text(), String(await returned.getAttribute('href')))
   t.equal(download, 'a,b\n1,2\n', 'the document the brain sent back downloads intact')
   await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page.png') })
 })
@@ -200,23 +201,22 @@ t.test('a reply is rendered from Telegram HTML; a script in it never runs', asyn
   t.equal(await reply.locator('img').count(), 0, 'no <img> from the text')
   t.match(await reply.innerText(), /<img src=x onerror="window.__xss=1">/u, 'the tag is shown as text')
   await reply.locator('.text a', { hasText: 'click' }).click().catch(() => undefined)
-  t.equal(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss), undefined, 'nothing ran')
+  t.equal(await page.evaluate(XSS_MARK), undefined, 'nothing ran')
 
   // The renderer itself, given hostile HTML that a bot could send as parse_mode HTML.
   const errorsBefore = pageErrors.length
-  const rendered = await page.evaluate(async () => {
-    const { renderTelegramHtml } = (await import('/telegram-html.js' as string)) as { renderTelegramHtml: (html: string) => DocumentFragment }
+  const hostile =
+    '<b onclick="window.__xss=4">b</b><img src=x onerror="window.__xss=5"><a href="javascript:window.__xss=6">j</a>' +
+    '<a href="https://example.com/" style="color:red">ok</a><iframe src="https://example.com"></iframe>' +
+    '<pre><code class="language-js" onmouseover="x()">1 &lt; 2</code></pre><blockquote expandable>q</blockquote>' +
+    '<span class="tg-spoiler">s</span><svg><script>window.__xss=7</script></svg><u>u</u><s>s</s><i>i</i>'
+  // Run in the page, as the page's own module; a string, as the tests compile without the DOM's types.
+  const rendered = await page.evaluate(`(async () => {
+    const { renderTelegramHtml } = await import('/telegram-html.js')
     const box = document.createElement('div')
-    box.append(
-      renderTelegramHtml(
-        '<b onclick="window.__xss=4">b</b><img src=x onerror="window.__xss=5"><a href="javascript:window.__xss=6">j</a>' +
-          '<a href="https://example.com/" style="color:red">ok</a><iframe src="https://example.com"></iframe>' +
-          '<pre><code class="language-js" onmouseover="x()">1 &lt; 2</code></pre><blockquote expandable>q</blockquote>' +
-          '<span class="tg-spoiler">s</span><svg><script>window.__xss=7</script></svg><u>u</u><s>s</s><i>i</i>',
-      ),
-    )
+    box.append(renderTelegramHtml(${JSON.stringify(hostile)}))
     return box.innerHTML
-  })
+  })()`)
   t.equal(
     rendered,
     '<b>b</b><a>j</a><a href="https://example.com/" target="_blank" rel="noopener noreferrer nofollow">ok</a>' +
@@ -224,7 +224,7 @@ t.test('a reply is rendered from Telegram HTML; a script in it never runs', asyn
       '<span class="spoiler">s</span>window.__xss=7<u>u</u><s>s</s><i>i</i>',
   )
   await page.waitForTimeout(300)
-  t.equal(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss), undefined, 'still nothing ran')
+  t.equal(await page.evaluate(XSS_MARK), undefined, 'still nothing ran')
   // The parsing document inherits the page's Content-Security-Policy, which refuses the hostile
   // handlers and style even there: the second wall, reported on the console.
   const blocked = pageErrors.splice(errorsBefore)
@@ -244,7 +244,7 @@ t.test('a group: several people, the sender is switchable', async (t) => {
 
 t.test('at phone width (390 px) nothing overflows; the timeline opens on demand', async (t) => {
   await page.setViewportSize({ width: 390, height: 844 })
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+  const overflow = await page.evaluate('document.documentElement.scrollWidth - window.innerWidth')
   t.equal(overflow, 0, 'no horizontal scrolling')
   t.ok(await messageBox().isVisible(), 'the textbox shows')
   t.ok(await page.getByRole('button', { name: 'Send' }).isVisible(), 'Send shows')
