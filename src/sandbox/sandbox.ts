@@ -140,6 +140,7 @@ function serviceEnvironment(settings: { apiRoot: string; secret: string; stateDi
     TELEGRAM_WEBHOOK_SECRET: settings.secret,
     TELEGRAM_API_ROOT: settings.apiRoot,
     ALLOWED_CHAT_IDS: SANDBOX_CHATS.map((chat) => chat.id).join(','),
+    ALLOWED_USER_IDS: [...new Set(SANDBOX_CHATS.flatMap((chat) => chat.users.map((user) => user.id)))].join(','),
     ALLOW_ALL_CHATS: '0',
     BRAIN_COMMAND: echo ? shellQuote(settings.brain) : settings.brain,
     ...(echo ? { BRAIN_ENV_ALLOW: 'ECHO_DELAY_S', ECHO_DELAY_S: process.env['ECHO_DELAY_S'] ?? '1' } : {}),
