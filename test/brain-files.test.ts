@@ -27,8 +27,8 @@ function chatFiles(chatId: number, files: Record<string, Buffer | string>): stri
   return dir
 }
 
-/** A path in the chat's directory as the brain may give it: relative to BRAIN_CWD (STATE_DIR here). */
-const inChat = (chatId: number, name: string): string => `chats/${chatId}/${name}`
+/** A path in the chat's directory as the brain has it (`..` left as written). */
+const inChat = (chatId: number, name: string): string => `${chatDirOf(stack.stateDir, chatId)}/${name}`
 
 /** Sends `text` and waits for the reply; returns what the bot sent the chat, in order. */
 async function run(chatId: number, text: string): Promise<RecordedCall[]> {
@@ -51,14 +51,17 @@ t.test('an image Telegram shows as a photo goes as one; other files as documents
   const chatId = 7101
   const png = solidPng(64, 48)
   chatFiles(chatId, { 'chart.png': png, 'notes.txt': 'plain text\n', 'banner.png': solidPng(420, 20) })
-  const sent = await run(chatId, `send=file:${path.join(chatDirOf(stack.stateDir, chatId), 'chart.png')},file:${inChat(chatId, 'notes.txt')},file:${inChat(chatId, 'banner.png')}`)
-  t.same(sent.map((call) => call.method), ['sendPhoto', 'sendDocument', 'sendDocument', 'sendMessage'])
-  const [photo, document, banner] = sent
+  // A relative path starts in the brain's working directory, BRAIN_CWD here.
+  fs.writeFileSync(path.join(stack.env['BRAIN_CWD'] as string, 'relative.txt'), 'from BRAIN_CWD\n')
+  const sent = await run(chatId, `send=file:${inChat(chatId, 'chart.png')},file:${inChat(chatId, 'notes.txt')},file:${inChat(chatId, 'banner.png')},file:relative.txt`)
+  t.same(sent.map((call) => call.method), ['sendPhoto', 'sendDocument', 'sendDocument', 'sendDocument', 'sendMessage'])
+  const [photo, document, banner, relative] = sent
+  t.match(upload(relative, 'document'), { upload: 'relative.txt', size: 15 }, 'a relative path, from BRAIN_CWD')
   t.match(upload(photo, 'photo'), { upload: 'chart.png', size: png.length })
-  t.match(photo?.params['caption'], /^caption of \/.*\/chart\.png$/u)
+  t.equal(photo?.params['caption'], `caption of ${inChat(chatId, 'chart.png')}`)
   t.match(photo?.result, { photo: [{ width: 64, height: 48 }] })
   t.match(upload(document, 'document'), { upload: 'notes.txt', size: 11 })
-  t.match(document?.result, { document: { file_name: 'notes.txt' }, caption: `caption of chats/${chatId}/notes.txt` })
+  t.match(document?.result, { document: { file_name: 'notes.txt' }, caption: `caption of ${inChat(chatId, 'notes.txt')}` })
   t.match(upload(banner, 'document'), { upload: 'banner.png' }, 'a 21:1 image is past the photo ratio: a document')
 
   // What Telegram stored is the brain's file, byte for byte.
@@ -73,7 +76,7 @@ t.test('files and messages reach the chat in the order the brain wrote them, bef
   const sent = await run(chatId, `send=msg:one,file:${inChat(chatId, 'a.png')},msg:two,file:${inChat(chatId, 'b.txt')}`)
   t.same(
     sent.map((call) => `${call.method} ${String(call.params['text'] ?? call.params['caption'])}`),
-    ['sendMessage one', `sendPhoto caption of chats/${chatId}/a.png`, 'sendMessage two', `sendDocument caption of chats/${chatId}/b.txt`, `sendMessage ${String(sent.at(-1)?.params['text'])}`],
+    ['sendMessage one', `sendPhoto caption of ${inChat(chatId, 'a.png')}`, 'sendMessage two', `sendDocument caption of ${inChat(chatId, 'b.txt')}`, `sendMessage ${String(sent.at(-1)?.params['text'])}`],
   )
   t.match(String(sent.at(-1)?.params['text']), /^reply \d+ send=/u)
 })

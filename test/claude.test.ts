@@ -122,9 +122,11 @@ t.test('sessions resume per chat and never cross chats; CLAUDE_ARGS and the prom
   t.equal(storedSession(claude.chatDir(alice)), aliceSession, "alice's session id stays")
 
   const byPrompt = new Map(claude.calls().map((call) => [questionOf(call), call]))
-  t.same(byPrompt.get('alpha one')?.argv, [...CLAUDE_BASE_ARGS, ...CLAUDE_ARGS_SPLIT], 'a first turn: no --resume; CLAUDE_ARGS split like a shell')
-  t.same(byPrompt.get('alpha two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', aliceSession, ...CLAUDE_ARGS_SPLIT], "alice's second turn resumes alice's session")
-  t.same(byPrompt.get('beta two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', bobSession, ...CLAUDE_ARGS_SPLIT], "bob's second turn resumes bob's session")
+  // The chat's outbox is outside BRAIN_CWD here, so Claude gets it with --add-dir.
+  const addOutbox = (chatId: number): string[] => ['--add-dir', path.join(claude.chatDir(chatId), 'outbox')]
+  t.same(byPrompt.get('alpha one')?.argv, [...CLAUDE_BASE_ARGS, ...addOutbox(alice), ...CLAUDE_ARGS_SPLIT], 'a first turn: no --resume; CLAUDE_ARGS split like a shell')
+  t.same(byPrompt.get('alpha two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', aliceSession, ...addOutbox(alice), ...CLAUDE_ARGS_SPLIT], "alice's second turn resumes alice's session")
+  t.same(byPrompt.get('beta two')?.argv, [...CLAUDE_BASE_ARGS, '--resume', bobSession, ...addOutbox(bob), ...CLAUDE_ARGS_SPLIT], "bob's second turn resumes bob's session")
   t.same(claude.texts(alice).length, 2, 'one message per turn, nothing else')
   t.equal(byPrompt.get('alpha one')?.config_dir, path.join(claude.chatDir(alice), '.claude'), "Claude Code's state (CLAUDE_CONFIG_DIR) is in the chat's directory")
 
@@ -147,7 +149,11 @@ t.test('a deleted or corrupt session file starts a new conversation, silently (w
   fs.rmSync(path.join(claude.chatDir(chatId), SESSION_FILE))
   emu.sendText({ chatId, text: 'after the reset' })
   await claude.waitForText(chatId, /^Turn 1 of this conversation\. You said: "after the reset"$/u)
-  t.same(claude.calls().find((call) => questionOf(call) === 'after the reset')?.argv, [...CLAUDE_BASE_ARGS, ...CLAUDE_ARGS_SPLIT], 'no --resume')
+  t.same(
+    claude.calls().find((call) => questionOf(call) === 'after the reset')?.argv,
+    [...CLAUDE_BASE_ARGS, '--add-dir', path.join(claude.chatDir(chatId), 'outbox'), ...CLAUDE_ARGS_SPLIT],
+    'no --resume',
+  )
 
   fs.writeFileSync(path.join(claude.chatDir(chatId), SESSION_FILE), '{"session_id": ')
   emu.sendText({ chatId, text: 'after the corruption' })

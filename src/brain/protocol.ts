@@ -20,7 +20,7 @@ export const ENVELOPE_VERSION = 1
 
 /**
  * One event of the fd-3 channel: a status to show, a message to send at once, a reaction to set,
- * a file to send (from the chat's directory or BRAIN_CWD; a relative path starts at BRAIN_CWD).
+ * a file to send (from the chat's directory or BRAIN_CWD; a relative path starts where the brain runs).
  */
 export type BrainEvent =
   | { readonly type: 'progress' | 'message'; readonly text: string }
