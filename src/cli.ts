@@ -100,7 +100,7 @@ const COMMANDS: Record<string, Command> = {
       'other brain settings of the environment), else scripts/brains/echo (ECHO_DELAY_S seconds a message,',
       'default 1). Needs no token and no network; Ctrl-C stops it.',
     ].join('\n'),
-    run: async (args) => (await import('./sandbox/sandbox.js')).runSandbox(args),
+    run: async (args) => (await import('./chat-page/sandbox.js')).runSandbox(args),
   },
   emulator: {
     synopsis: ['emulator [--host H] [--port P] [--token T]'],

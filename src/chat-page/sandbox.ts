@@ -14,7 +14,7 @@ import { ServiceProcess } from '../demo/service.js'
 import { callEvent, logEvent } from './page-events.js'
 import { PageServer, type SandboxChat } from './page-server.js'
 
-// Resolved from this file (dist/sandbox/sandbox.js), so the sandbox runs from any working directory.
+// Resolved from this file (dist/chat-page/sandbox.js), so the sandbox runs from any working directory.
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const CLI_PATH = path.join(PACKAGE_ROOT, 'dist/cli.js')
 const STATIC_DIR = path.join(PACKAGE_ROOT, 'chat-page')
