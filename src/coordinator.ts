@@ -53,9 +53,14 @@ export class Coordinator {
   start(): { resumed: number; replies: number } {
     const { inbox, log } = this.#deps
     const recovery = inbox.recover(MAX_INTERRUPTIONS, Date.now())
-    const jobs = [...recovery.unfinished, ...recovery.undeliveredReplies].sort((a, b) => a.seq - b.seq)
-    for (const message of jobs) this.dispatcher.enqueue(toJob(message))
-    if (jobs.length > 0) {
+    // Both lists come in seq order: merged, not copied and sorted, and each record is the job itself,
+    // so a backlog of a million is scheduled without a second million objects.
+    const { unfinished, undeliveredReplies } = recovery
+    for (let u = 0, r = 0; u < unfinished.length || r < undeliveredReplies.length; ) {
+      const next = r >= undeliveredReplies.length || (u < unfinished.length && (unfinished[u] as QueuedMessage).seq < (undeliveredReplies[r] as QueuedMessage).seq)
+      this.dispatcher.enqueue((next ? unfinished[u++] : undeliveredReplies[r++]) as QueuedMessage)
+    }
+    if (unfinished.length + undeliveredReplies.length > 0) {
       log.info(
         {
           resumed: recovery.unfinished.length,
