@@ -17,7 +17,7 @@ t.test('the bot token never reaches the log, whichever Bot API call fails at the
     await svc.waitForLog((line) => line.msg === 'reply could not be delivered' && line['chat_id'] === chatId, 60_000)
   }
   await svc.waitForLog((line) => line.msg === 'receipt reaction failed')
-  await svc.waitForLog((line) => /username/u.test(line.msg))
+  await svc.waitForLog((line) => /could not check the bot token/u.test(line.msg))
 
   const everything = [...stack.allLogs().map((line) => JSON.stringify(line)), ...svc.stderr].join('\n')
   const encoded = encodeURIComponent(TOKEN)
