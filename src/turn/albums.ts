@@ -16,8 +16,8 @@ export function albumOf(message: StoredMessage): string | undefined {
 }
 
 /**
- * Waits for an album's items to settle (outside any brain slot: the chat waits, no other chat
- * does), then returns its items still queued, in arrival order. Returns early, with what is
+ * Waits for an album's items to settle (before the turn's first brain attempt, so it holds a slot's
+ * place the way media downloads do), then returns its items still queued, in arrival order. Returns early, with what is
  * there, when `signal` aborts.
  */
 export async function settleAlbum(inbox: Inbox, first: StoredMessage, album: string, signal: AbortSignal): Promise<StoredMessage[]> {

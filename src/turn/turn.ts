@@ -163,7 +163,7 @@ async function failTurn(deps: TurnDeps, batch: Batch, error: unknown, log: Fasti
   await deliver(deps, lead, outcome.reply, log)
 }
 
-/** Parses the stored updates and downloads their media (outside any brain slot). */
+/** Parses the stored updates and downloads their media (before the first attempt: in the place of a slot, not in one). */
 async function prepareMessages(
   deps: TurnDeps,
   batch: Batch,
