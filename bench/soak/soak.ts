@@ -45,6 +45,11 @@ const WARM_UP_MS = 5000
 // The RSS trend is fitted to the status lines' readings from this point on, once caches and JIT settle.
 const TREND_WARM_UP_MS = 60_000
 const TREND_MIN_READINGS = 3
+// A long soak is judged by whether RSS still rises in its second half, not by one reading at the
+// end (which falls anywhere on the garbage collector's sawtooth): a leak keeps rising, a heap that
+// settled does not. Shorter soaks keep the end-point check against RSS_SLACK_MB.
+const LATE_TREND_MIN_READINGS = 10
+const RSS_RISE_LIMIT_MB_PER_10_MIN = 5
 
 export interface SoakOptions {
   readonly minutes: number
@@ -334,6 +339,26 @@ export function rssTrendPer10Min(readings: readonly { readonly atMs: number; rea
   return variance === 0 ? undefined : (covariance / variance) * 600_000
 }
 
+/** The soak's memory verdict: no rise in the second half of a long soak, else back near the warm level. */
+export function rssCheck(
+  readings: readonly { readonly atMs: number; readonly rssMb: number }[],
+  durationMs: number,
+  settledMb: number,
+  warmMb: number,
+  maxMb: number,
+): [string, boolean] {
+  const late = readings.filter((reading) => reading.atMs >= Math.max(TREND_WARM_UP_MS, durationMs / 2) && reading.atMs <= durationMs)
+  const lateTrend = late.length >= LATE_TREND_MIN_READINGS ? rssTrendPer10Min(late) : undefined
+  if (lateTrend !== undefined) {
+    return [
+      `RSS not rising in the second half: ${lateTrend >= 0 ? '+' : ''}${lateTrend.toFixed(1)} MB per 10 min over ${late.length} readings ` +
+        `(at most ${RSS_RISE_LIMIT_MB_PER_10_MIN}; warm ${warmMb.toFixed(0)} MB, max ${maxMb.toFixed(0)} MB, at the end ${settledMb.toFixed(0)} MB)`,
+      lateTrend <= RSS_RISE_LIMIT_MB_PER_10_MIN,
+    ]
+  }
+  return [`RSS near its warmed-up level: ${settledMb.toFixed(0)} MB (warm ${warmMb.toFixed(0)} MB, max ${maxMb.toFixed(0)} MB)`, settledMb <= warmMb + RSS_SLACK_MB]
+}
+
 /** {@link percentile}, 0 when nothing was measured yet. */
 const percentileOrZero = (values: readonly number[], p: number): number => percentile(values, p) ?? 0
 
@@ -557,7 +582,7 @@ export async function runSoak(args: string[]): Promise<number> {
       ],
       [`no child of the service left (${settled.children})`, settled.children === 0],
       [`no brain process left (${left.alive.length + liveLeft.alive.length} alive, ${left.zombies.length + liveLeft.zombies.length} zombies of the service)`, left.alive.length + left.zombies.length + liveLeft.alive.length + liveLeft.zombies.length === 0],
-      [`RSS near its warmed-up level: ${settled.rssMb.toFixed(0)} MB (warm ${rssBase.toFixed(0)} MB, max ${rssMax.toFixed(0)} MB)`, settled.rssMb <= rssBase + RSS_SLACK_MB],
+      rssCheck(rssReadings, durationMs, settled.rssMb, rssBase, rssMax),
       [`/healthz fresh every second (worst ${health.maxMs} ms over ${health.polls} polls, ${health.failures} not ok)`, health.fresh],
       [`two messages ${ACK_PAIR_GAP_MS / 1000} s apart got 👀 within ${ACK_WITHIN_MS} ms (${shownAcks})`, ackLatencies.every((ms) => ms !== undefined && ms < ACK_WITHIN_MS)],
     ]
