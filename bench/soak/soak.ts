@@ -602,6 +602,10 @@ export async function runSoak(args: string[]): Promise<number> {
       print(`  ${main.service.timedOutUnstarted} attempts timed out before their brain started (they waited for a brain slot past their deadline)`)
     }
     for (const tracked of wrong.slice(0, 5)) print(`    ${tracked.plan} in chat ${tracked.chatId} got ${JSON.stringify(tracked.answers[0])}`)
+    // What a lost message was, and how far it got: enough to find it in the service's log.
+    for (const tracked of lost.slice(0, 5)) {
+      print(`    lost: ${tracked.plan} in chat ${tracked.chatId}, message ${tracked.messageId}, sent ${((tracked.sentAt - startedAt) / 1000).toFixed(1)} s in, 👀 ${tracked.ackAt === undefined ? 'never' : 'set'}`)
+    }
     print(`  webhook: ${times.length} deliveries, p50 ${percentileOrZero(times, 50).toFixed(1)} ms, p99 ${percentileOrZero(times, 99).toFixed(1)} ms, max ${percentileOrZero(times, 100).toFixed(1)} ms`)
     print(`  event loop delay (p99 over 10 s, worst seen on /healthz): ${health.maxLoopDelayMs.toFixed(1)} ms; service errors logged: ${main.service.errors}`)
     print(`  brains started: ${main.service.brainPids.size}`)
