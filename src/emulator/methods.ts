@@ -110,18 +110,11 @@ const HANDLERS: Record<string, MethodHandler> = {
   },
 
   sendMessage: (params, { bot, chats }) => {
-    const known = findChat(params, chats)
+    const { known, head } = botMessageHead(params, bot, chats)
     const { text, entities } = readMessageText(params)
-    const threadId = readThreadId(params, known)
-    const replyTo = readReplyTarget(params, known, threadId)
     const markup = readInlineKeyboard(params)
     const message: Message = {
-      message_id: chats.nextMessageId(known),
-      from: bot,
-      chat: known.chat,
-      date: unixNow(),
-      ...(threadId === undefined ? {} : { message_thread_id: threadId, is_topic_message: true }),
-      ...(replyTo === undefined ? {} : { reply_to_message: { ...replyTo, reply_to_message: undefined } }),
+      ...head(),
       text,
       ...(entities.length === 0 ? {} : { entities }),
       ...(markup === undefined ? {} : { reply_markup: markup }),
@@ -250,11 +243,29 @@ function storeUpload(
   return { file_id: info.file_id, file_unique_id: info.file_unique_id, file_size: info.file_size ?? file.bytes.length }
 }
 
+/**
+ * What every message the bot sends starts with: a new id in its chat, the sender, the date, and the
+ * topic and reply target as Telegram checks them (a thread outside a forum, a deleted target refused).
+ */
+function botMessageHead(params: Params, bot: UserFromGetMe, chats: ChatDirectory) {
+  const known = findChat(params, chats)
+  const threadId = readThreadId(params, known)
+  const replyTo = readReplyTarget(params, known, threadId)
+  // Built once the rest of the call is checked: a refused call takes no message id.
+  const head = () => ({
+    message_id: chats.nextMessageId(known),
+    from: bot,
+    chat: known.chat,
+    date: unixNow(),
+    ...(threadId === undefined ? {} : { message_thread_id: threadId, is_topic_message: true }),
+    ...(replyTo === undefined ? {} : { reply_to_message: { ...replyTo, reply_to_message: undefined } }),
+  })
+  return { known, head }
+}
+
 // A media message from the bot: the chat, the reply target and topic, the caption (HTML allowed).
 function sentMedia(params: Params, { bot, chats }: MethodContext, media: Pick<Message, 'photo' | 'document'>): MethodAnswer {
-  const known = findChat(params, chats)
-  const threadId = optionalInteger(params, 'message_thread_id')
-  const replyTo = readReplyTarget(params, known, threadId)
+  const { known, head } = botMessageHead(params, bot, chats)
   const rawCaption = optionalString(params, 'caption') ?? ''
   const caption =
     rawCaption.trim() === ''
@@ -262,12 +273,7 @@ function sentMedia(params: Params, { bot, chats }: MethodContext, media: Pick<Me
       : readMessageText({ text: rawCaption, parse_mode: params['parse_mode'], entities: params['caption_entities'] })
   if (caption !== undefined && caption.text.length > MAX_CAPTION_LENGTH) throw badRequest('message caption is too long')
   const message = {
-    message_id: chats.nextMessageId(known),
-    from: bot,
-    chat: known.chat,
-    date: unixNow(),
-    ...(threadId === undefined ? {} : { message_thread_id: threadId, is_topic_message: true }),
-    ...(replyTo === undefined ? {} : { reply_to_message: { ...replyTo, reply_to_message: undefined } }),
+    ...head(),
     ...media,
     ...(caption === undefined ? {} : { caption: caption.text }),
     ...(caption === undefined || caption.entities.length === 0 ? {} : { caption_entities: caption.entities }),
