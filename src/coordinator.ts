@@ -1,5 +1,5 @@
 import { Intake } from './intake/intake.js'
-import type { QueuedMessage } from './store/inbox.js'
+import type { Inbox, QueuedMessage } from './store/inbox.js'
 import { PendingAcks } from './telegram/acks.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
 import { createMessageWork, type TurnDeps } from './turn/turn.js'
@@ -16,7 +16,7 @@ const PRUNE_BATCH = 500
 const AFTER_KILL_MS = 3000
 
 /** What the coordinator is made of: what its messages' work needs, but the acks it keeps itself. */
-export type CoordinatorDeps = Omit<TurnDeps, 'acks'>
+export type CoordinatorDeps = Omit<TurnDeps, 'acks' | 'inbox'> & { readonly inbox: Inbox }
 
 /**
  * The service's lifecycle: builds intake and the dispatcher, and at start schedules what an earlier

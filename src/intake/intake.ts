@@ -4,14 +4,14 @@ import type { Config } from '../config.js'
 import { LogThrottle } from '../log.js'
 import type { Dispatcher } from '../dispatch/dispatcher.js'
 import type { Metrics } from '../metrics.js'
-import { InboxWriteError, type Inbox, type StoredMessage } from '../store/inbox.js'
+import { InboxWriteError, type Inbox, type NewMessage, type StoredMessage } from '../store/inbox.js'
 import type { PendingAcks } from '../telegram/acks.js'
 import type { TelegramClient } from '../telegram/client.js'
 import { deliver } from '../telegram/delivery.js'
 import { mediaGroupOf } from '../telegram/updates.js'
 import { refusalOf, type AccessRules, type Refusal } from './access.js'
-import { classifyUpdate, type IncomingMessage } from './classify.js'
-import { answerCommand, type CommandAnswer } from './service-commands.js'
+import { classifyUpdate, type Classification, type IncomingMessage } from './classify.js'
+import { answerCommand, localCommandContext, type CommandAnswer } from './service-commands.js'
 
 // A message from a chat or sender not allowed is logged once a minute per chat and sender, and
 // for at most this many of them a minute: enough to find one's id, never a flood.
@@ -24,6 +24,20 @@ export interface Receipt {
   readonly detail?: string
   /** A Bot API call to return in the 200 body (ACK_MODE=webhook-reply: the receipt reaction). */
   readonly webhookReply?: Record<string, unknown>
+}
+
+/** An update classified as a message to store, with what storing and answering it need. */
+export interface Triaged {
+  readonly classified: Extract<Classification, { kind: 'message' | 'command' | 'unsupported' }>
+  readonly message: IncomingMessage
+  readonly updateId: number
+  readonly stored: NewMessage
+  readonly messageLog: FastifyBaseLogger
+}
+
+/** The answer to a kind of message the brain cannot take. */
+export function unsupportedReply(what: string): string {
+  return `Sorry, I can't handle ${what.replaceAll('_', ' ')}: please send text, a photo, a voice note or a file.`
 }
 
 /** What intake hands updates to, and acknowledges them with. */
@@ -70,8 +84,58 @@ export class Intake {
    * inbox write, so the webhook answers in well under a millisecond of work.
    */
   receive(body: unknown, receivedAt = Date.now()): Receipt {
-    const { config, inbox, log, dispatcher, telegram } = this.#deps
+    const { config, inbox, dispatcher } = this.#deps
     if (!this.#accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
+    const triaged = this.triage(body, receivedAt)
+    if ('status' in triaged) return triaged
+    const { classified, message, updateId, stored, messageLog } = triaged
+    // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
+    let answer: (CommandAnswer & { readonly what: string }) | undefined
+    if (classified.kind === 'command') {
+      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${classified.command.name} failed`)
+      const context = localCommandContext({ chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError })
+      answer = { ...answerCommand(classified.command, context), what: `/${classified.command.name}` }
+    } else if (classified.kind === 'unsupported') {
+      answer = { reply: unsupportedReply(classified.what), what: classified.what.replaceAll('_', ' ') }
+    }
+    let seq: number | 'duplicate'
+    try {
+      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
+    } catch (error) {
+      if (!(error instanceof InboxWriteError)) throw error
+      messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
+      return { status: 503, outcome: 'rejected', detail: 'inbox unavailable' }
+    }
+    if (seq === 'duplicate') {
+      messageLog.info('duplicate update ignored')
+      return { status: 200, outcome: 'duplicate' }
+    }
+
+    let webhookReply: Record<string, unknown> | undefined
+    if (answer === undefined) {
+      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
+      else this.acknowledge(updateId, message, receivedAt, messageLog)
+      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
+      // A newer message stops the running brain; the next run takes every message not yet answered.
+      if (config.busyMode === 'interrupt' && !joinsAlbum(inbox, message, seq) && dispatcher.stop(message.chatId, 'interrupt')) {
+        messageLog.info('running brain interrupted by this message')
+      }
+      dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
+    } else {
+      answer.act?.()
+      messageLog.info({ seq, kind: answer.what }, 'answered by the service')
+      const answered = inbox.get(seq) as StoredMessage
+      void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
+    }
+    return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
+  }
+
+  /**
+   * What every intake does before it stores anything: classifies the update, and answers at once
+   * what is ignored, refused, invalid or a group upgrade. What is left is to be stored.
+   */
+  triage(body: unknown, receivedAt: number): Receipt | Triaged {
+    const { config, log, telegram } = this.#deps
     const { migrations } = telegram
     const { allowedChats, allowedUsers } = config
     const listed = (chatId: number): boolean => allowedChats === 'all' || allowedChats.has(chatId)
@@ -103,9 +167,8 @@ export class Intake {
       }
       return { status: 200, outcome: 'ignored', detail: 'chat migrated' }
     }
-
     const { message, updateId } = classified
-    const stored = {
+    const stored: NewMessage = {
       updateId,
       chatId: message.chatId,
       messageId: message.messageId,
@@ -113,47 +176,7 @@ export class Intake {
       updateJson: JSON.stringify(message.update),
       receivedAt,
     }
-    const messageLog = log.child({ update_id: updateId, chat_id: message.chatId })
-    // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
-    let answer: (CommandAnswer & { readonly what: string }) | undefined
-    if (classified.kind === 'command') {
-      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${classified.command.name} failed`)
-      const context = { chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError }
-      answer = { ...answerCommand(classified.command, context), what: `/${classified.command.name}` }
-    } else if (classified.kind === 'unsupported') {
-      const what = classified.what.replaceAll('_', ' ')
-      answer = { reply: `Sorry, I can't handle ${what}: please send text, a photo, a voice note or a file.`, what }
-    }
-    let seq: number | 'duplicate'
-    try {
-      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
-    } catch (error) {
-      if (!(error instanceof InboxWriteError)) throw error
-      messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
-      return { status: 503, outcome: 'rejected', detail: 'inbox unavailable' }
-    }
-    if (seq === 'duplicate') {
-      messageLog.info('duplicate update ignored')
-      return { status: 200, outcome: 'duplicate' }
-    }
-
-    let webhookReply: Record<string, unknown> | undefined
-    if (answer === undefined) {
-      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
-      else this.#acknowledge(updateId, message, receivedAt, messageLog)
-      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
-      // A newer message stops the running brain; the next run takes every message not yet answered.
-      if (config.busyMode === 'interrupt' && !joinsAlbum(inbox, message, seq) && dispatcher.stop(message.chatId, 'interrupt')) {
-        messageLog.info('running brain interrupted by this message')
-      }
-      dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
-    } else {
-      answer.act?.()
-      messageLog.info({ seq, kind: answer.what }, 'answered by the service')
-      const answered = inbox.get(seq) as StoredMessage
-      void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
-    }
-    return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
+    return { classified, message, updateId, stored, messageLog: log.child({ update_id: updateId, chat_id: message.chatId }) }
   }
 
   /**
@@ -184,7 +207,7 @@ export class Intake {
   }
 
   /** Fires the receipt reaction; its failure is logged and never touches the work. */
-  #acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
+  acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
     const { telegram, config, metrics, acks } = this.#deps
     const call = telegram.react(message.chatId, message.messageId, config.ackEmoji)
     acks.track(updateId, call)
@@ -205,7 +228,7 @@ function joinsAlbum(inbox: Inbox, message: IncomingMessage, seq: number): boolea
 }
 
 /** The receipt reaction as a webhook reply: the Bot API runs it, but nobody learns whether it worked. */
-function reactionCall(message: IncomingMessage, emoji: string): Record<string, unknown> {
+export function reactionCall(message: IncomingMessage, emoji: string): Record<string, unknown> {
   return {
     method: 'setMessageReaction',
     chat_id: message.chatId,

@@ -1,8 +1,8 @@
 import { forgetChatDir } from '../brain/chat-dir.js'
 import type { Config } from '../config.js'
-import type { Dispatcher, RunningJob } from '../dispatch/dispatcher.js'
-import type { Command } from './classify.js'
+import type { Dispatcher, JobPhase } from '../dispatch/dispatcher.js'
 import type { Inbox } from '../store/inbox.js'
+import type { Command } from './classify.js'
 
 /** What a service command answers, and what it does once its message is stored (not for a duplicate). */
 export interface CommandAnswer {
@@ -10,13 +10,64 @@ export interface CommandAnswer {
   readonly act?: () => void
 }
 
+/** A chat and the service as a command sees them at arrival, wherever that state lives. */
+export interface ChatSnapshot {
+  /** The chat's current message: waiting for a slot, running a brain, or replying. */
+  readonly current: { readonly since: number; readonly runningSince: number | undefined; readonly phase: JobPhase } | undefined
+  /** The chat's messages queued behind the current one. */
+  readonly queuedBehind: number
+  readonly brainsBusy: number
+  readonly brainsLimit: number
+  /** Messages waiting across all chats. */
+  readonly waiting: number
+}
+
+/** What a command may do to the chat, once its message is stored. */
+export interface ChatActions {
+  /** Stops the chat's current message (its brain, or its wait for one). */
+  stopCurrent(): void
+  /** Drops the chat's queued messages. */
+  dropQueued(): void
+  /** Forgets the chat's brain state (/new). */
+  forget(): void
+}
+
 export interface CommandContext {
+  readonly snapshot: ChatSnapshot
+  readonly actions: ChatActions
+  readonly config: Pick<Config, 'busyMode'>
+  readonly now: number
+  readonly onError: (error: unknown) => void
+}
+
+/** The context of a command on a single host: the chat as this process's dispatcher and inbox hold it. */
+export function localCommandContext(local: {
   readonly chatId: number
   readonly dispatcher: Dispatcher
   readonly inbox: Inbox
   readonly config: Pick<Config, 'maxConcurrentBrains' | 'busyMode' | 'stateDir'>
   readonly now: number
   readonly onError: (error: unknown) => void
+}): CommandContext {
+  const { chatId, dispatcher, inbox, config, now, onError } = local
+  const { running } = dispatcher.chatStatus(chatId)
+  return {
+    snapshot: {
+      current: running,
+      queuedBehind: inbox.countQueuedInChat(chatId, running?.job.seq),
+      brainsBusy: dispatcher.running,
+      brainsLimit: config.maxConcurrentBrains,
+      waiting: dispatcher.queued,
+    },
+    actions: {
+      stopCurrent: () => dispatcher.stop(chatId, 'cancel'),
+      dropQueued: () => inbox.cancelQueued(chatId, now),
+      forget: () => forgetChatDir(config.stateDir, chatId, onError),
+    },
+    config,
+    now,
+    onError,
+  }
 }
 
 const BUSY_MODE_HELP: Record<Config['busyMode'], string> = {
@@ -26,8 +77,8 @@ const BUSY_MODE_HELP: Record<Config['busyMode'], string> = {
 }
 
 /**
- * Answers /status, /cancel, /cancel all and /help from live state, synchronously: these never wait
- * behind the chat's brain.
+ * Answers /status, /cancel, /cancel all and /help from the state at arrival: these never wait behind
+ * the chat's brain.
  */
 export function answerCommand(command: Command, context: CommandContext): CommandAnswer {
   switch (command.name) {
@@ -43,15 +94,15 @@ export function answerCommand(command: Command, context: CommandContext): Comman
 }
 
 /** /new: forgets the chat's brain state (COORDINATOR_CHAT_DIR), such as an agent's session. */
-function startOver({ chatId, dispatcher, config, onError }: CommandContext): CommandAnswer {
-  if (dispatcher.chatStatus(chatId).running !== undefined) {
+function startOver({ snapshot, actions, onError }: CommandContext): CommandAnswer {
+  if (snapshot.current !== undefined) {
     return { reply: 'A brain is working on this chat: send /new once it has answered, or /cancel it first.' }
   }
   return {
     reply: '🆕 Starting over: your next message begins a new conversation.',
     act: () => {
       try {
-        forgetChatDir(config.stateDir, chatId, onError)
+        actions.forget()
       } catch (error) {
         onError(error)
       }
@@ -59,31 +110,29 @@ function startOver({ chatId, dispatcher, config, onError }: CommandContext): Com
   }
 }
 
-function statusText({ chatId, dispatcher, inbox, config, now }: CommandContext): string {
-  const { running } = dispatcher.chatStatus(chatId)
-  const queued = queuedBehind(inbox, chatId, running)
+function statusText({ snapshot, now }: CommandContext): string {
+  const { current: running, queuedBehind: queued } = snapshot
   const lines: string[] = []
   if (running === undefined) lines.push('💤 Nothing is running for this chat.')
   else if (running.phase === 'running') lines.push(`🧠 Working on your message for ${age(running.runningSince ?? running.since, now)}.`)
   else if (running.phase === 'replying') lines.push('📨 Sending the answer to your message.')
   else lines.push(`⏳ Your message is next; waiting for ${age(running.since, now)} so far.`)
   if (queued > 0) lines.push(`📥 ${plural(queued, 'more message')} queued.`)
-  const waiting = dispatcher.queued
+  const { waiting } = snapshot
   lines.push(
-    `⚙️ Brains busy: ${dispatcher.running} of ${config.maxConcurrentBrains}` +
+    `⚙️ Brains busy: ${snapshot.brainsBusy} of ${snapshot.brainsLimit}` +
       (waiting > 0 ? `, ${plural(waiting, 'message')} waiting across all chats.` : '.'),
   )
   return lines.join('\n')
 }
 
-function cancel(args: string, { chatId, dispatcher, inbox, now }: CommandContext): CommandAnswer {
+function cancel(args: string, { snapshot, actions, now }: CommandContext): CommandAnswer {
   if (args !== '' && args.toLowerCase() !== 'all') {
     return { reply: 'Use /cancel to stop the running brain, or /cancel all to also drop the queued messages.' }
   }
   const all = args !== ''
-  const { running } = dispatcher.chatStatus(chatId)
+  const { current: running, queuedBehind: queued } = snapshot
   const stoppable = running !== undefined && running.phase !== 'replying'
-  const queued = queuedBehind(inbox, chatId, running)
   const lines: string[] = []
   if (stoppable) {
     const ranFor = running.runningSince === undefined ? '' : ` after ${age(running.runningSince, now)}`
@@ -96,8 +145,8 @@ function cancel(args: string, { chatId, dispatcher, inbox, now }: CommandContext
   return {
     reply: lines.join('\n'),
     act: () => {
-      if (all) inbox.cancelQueued(chatId, now)
-      if (stoppable) dispatcher.stop(chatId, 'cancel')
+      if (all) actions.dropQueued()
+      if (stoppable) actions.stopCurrent()
     },
   }
 }
@@ -113,11 +162,6 @@ function helpText({ config }: CommandContext): string {
     '/new – start over: forget this chat’s conversation',
     '/help – this message',
   ].join('\n')
-}
-
-/** The chat's messages still queued behind its current one (which stays queued until its brain starts). */
-function queuedBehind(inbox: Inbox, chatId: number, running: RunningJob | undefined): number {
-  return inbox.countQueuedInChat(chatId, running?.job.seq)
 }
 
 function age(since: number, now: number): string {

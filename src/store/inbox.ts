@@ -100,7 +100,23 @@ export class InboxWriteError extends Error {
   }
 }
 
-export interface Inbox {
+/** A value, or a promise of it: the SQLite inbox answers at once, the Postgres store later. */
+export type Awaitable<T> = T | Promise<T>
+
+/**
+ * What a chat's turn and its reply delivery need of the store: the part of the inbox shared by the
+ * single-host inbox and the Postgres store (store/postgres/), which answers asynchronously.
+ */
+export interface TurnStore {
+  get(seq: number): Awaitable<StoredMessage | undefined>
+  markRunning(seq: number, attempt: number, at: number): Awaitable<void>
+  finish(seq: number, outcome: Outcome, at: number): Awaitable<void>
+  setReplyState(seq: number, state: ReplyState): Awaitable<void>
+  queuedInChat(chatId: number): Awaitable<StoredMessage[]>
+  requeue(seqs: readonly number[]): Awaitable<void>
+}
+
+export interface Inbox extends TurnStore {
   /**
    * Stores an accepted message before the webhook answers. Returns its arrival sequence, or
    * 'duplicate' if the update_id is already in the inbox. Throws InboxWriteError if it can't write.

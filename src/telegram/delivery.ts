@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { OutcomeReactions } from '../config.js'
-import type { Inbox, MessageState, StoredMessage } from '../store/inbox.js'
+import type { MessageState, StoredMessage, TurnStore } from '../store/inbox.js'
 import type { PendingAcks } from './acks.js'
 import { isPermanentTelegramError, type ReplyTarget, type TelegramClient } from './client.js'
 import type { ReactionEmoji } from './reactions.js'
@@ -12,7 +12,7 @@ export function replyTarget(message: StoredMessage): ReplyTarget {
 
 /** Sends a stored message's reply and records whether it arrived. */
 export async function deliver(
-  deps: { readonly inbox: Inbox; readonly telegram: TelegramClient },
+  deps: { readonly inbox: TurnStore; readonly telegram: TelegramClient },
   message: StoredMessage,
   reply: string,
   log: FastifyBaseLogger,
@@ -21,14 +21,14 @@ export async function deliver(
   const target = replyTarget(message)
   try {
     await deps.telegram.sendReply(target, reply)
-    deps.inbox.setReplyState(message.seq, 'sent')
+    await deps.inbox.setReplyState(message.seq, 'sent')
     log.info({ chars: reply.length }, 'reply sent')
   } catch (error) {
     const permanent = isPermanentTelegramError(error)
     log.error({ err: error, permanent }, 'reply could not be delivered')
     try {
       // A transient failure stays pending, so the next start sends it again.
-      if (permanent) deps.inbox.setReplyState(message.seq, 'failed')
+      if (permanent) await deps.inbox.setReplyState(message.seq, 'failed')
     } catch (storeError) {
       log.error({ err: storeError }, 'could not record the failed reply')
     }

@@ -1,4 +1,4 @@
-import type { Inbox, StoredMessage } from '../store/inbox.js'
+import type { StoredMessage, TurnStore } from '../store/inbox.js'
 import { mediaGroupOf } from '../telegram/updates.js'
 
 /**
@@ -20,10 +20,10 @@ export function albumOf(message: StoredMessage): string | undefined {
  * place the way media downloads do), then returns its items still queued, in arrival order. Returns early, with what is
  * there, when `signal` aborts.
  */
-export async function settleAlbum(inbox: Inbox, first: StoredMessage, album: string, signal: AbortSignal): Promise<StoredMessage[]> {
+export async function settleAlbum(inbox: TurnStore, first: StoredMessage, album: string, signal: AbortSignal): Promise<StoredMessage[]> {
   const giveUpAt = Date.now() + ALBUM_MAX_WAIT_MS
   for (;;) {
-    const items = inbox.queuedInChat(first.chatId).filter((message) => albumOf(message) === album)
+    const items = (await inbox.queuedInChat(first.chatId)).filter((message) => albumOf(message) === album)
     const lastArrival = Math.max(first.receivedAt, ...items.map((message) => message.receivedAt))
     const wait = Math.min(lastArrival + ALBUM_SETTLE_MS, giveUpAt) - Date.now()
     if (wait <= 0 || signal.aborted) return items

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Message, Update } from 'grammy/types'
 import type { Config } from '../config.js'
 import type { Metrics } from '../metrics.js'
-import type { Inbox, Outcome, StoredMessage } from '../store/inbox.js'
+import type { Outcome, StoredMessage, TurnStore } from '../store/inbox.js'
 import { buildEnvelope, envelopeEnvironment, promptText, type RunMessage } from '../brain/envelope.js'
 import { chatDirOf } from '../brain/chat-dir.js'
 import { brainEnvironment } from '../brain/env.js'
@@ -39,7 +39,7 @@ const COLLECT_MAX = 50
 /** What a chat's turn works with. */
 export interface TurnDeps {
   readonly config: Config
-  readonly inbox: Inbox
+  readonly inbox: TurnStore
   readonly telegram: TelegramClient
   readonly locks: ChatLocks
   readonly metrics: Metrics
@@ -61,7 +61,7 @@ export interface TurnDeps {
 export function createMessageWork(deps: TurnDeps): Work {
   return async (job, context) => {
     const log = deps.log.child({ update_id: job.updateId, chat_id: job.chatId })
-    const message = deps.inbox.get(job.seq)
+    const message = await deps.inbox.get(job.seq)
     if (!message) return
     if (message.state === 'queued') {
       const album = albumOf(message)
@@ -71,13 +71,13 @@ export function createMessageWork(deps: TurnDeps): Work {
       if (album !== undefined && context.signal.aborted) {
         if ((context.signal.reason as StopReason) === 'cancel') {
           const cancelledAt = Date.now()
-          for (const item of albumItems) deps.inbox.finish(item.seq, cancelledOutcome(), cancelledAt)
+          for (const item of albumItems) await deps.inbox.finish(item.seq, cancelledOutcome(), cancelledAt)
         }
         return
       }
       // Dropped while its album settled (/cancel all).
-      if (album !== undefined && deps.inbox.get(job.seq)?.state !== 'queued') return
-      const collected = deps.config.busyMode === 'queue' ? albumItems : deps.inbox.queuedInChat(message.chatId).slice(0, COLLECT_MAX)
+      if (album !== undefined && (await deps.inbox.get(job.seq))?.state !== 'queued') return
+      const collected = deps.config.busyMode === 'queue' ? albumItems : (await deps.inbox.queuedInChat(message.chatId)).slice(0, COLLECT_MAX)
       const [first = message, ...rest] = collected
       const batch: Batch = [first, ...rest]
       const releaseMedia = deps.mediaQuota.hold(batch.map((queued) => queued.updateId))
@@ -114,7 +114,7 @@ async function runTurn(deps: TurnDeps, batch: Batch, context: WorkContext, log: 
     if (!context.signal.aborted) throw error
     if ((context.signal.reason as StopReason) === 'cancel') {
       const cancelledAt = Date.now()
-      for (const message of batch) inbox.finish(message.seq, cancelledOutcome(), cancelledAt)
+      for (const message of batch) await inbox.finish(message.seq, cancelledOutcome(), cancelledAt)
     }
     return
   }
@@ -131,14 +131,14 @@ async function runTurn(deps: TurnDeps, batch: Batch, context: WorkContext, log: 
   }
   if (outcome === 'interrupted') return
   if (outcome === 'requeued') {
-    inbox.requeue(batch.map((message) => message.seq))
+    await inbox.requeue(batch.map((message) => message.seq))
     turnLog.info('brain stopped by a newer message; its messages go into the next run (BUSY_MODE=interrupt)')
     return
   }
   context.settle()
   const finishedAt = Date.now()
   try {
-    for (const message of batch) inbox.finish(message.seq, message === lead ? outcome : { ...outcome, reply: '' }, finishedAt)
+    for (const message of batch) await inbox.finish(message.seq, message === lead ? outcome : { ...outcome, reply: '' }, finishedAt)
   } catch (error) {
     turnLog.error({ err: error }, 'could not store the outcome; delivering the reply anyway')
   }
@@ -156,7 +156,7 @@ async function failTurn(deps: TurnDeps, batch: Batch, error: unknown, log: Fasti
   const outcome = serviceFailed(error)
   try {
     const at = Date.now()
-    for (const message of batch) deps.inbox.finish(message.seq, message === lead ? outcome : { ...outcome, reply: '' }, at)
+    for (const message of batch) await deps.inbox.finish(message.seq, message === lead ? outcome : { ...outcome, reply: '' }, at)
   } catch (storeError) {
     log.error({ err: storeError }, 'could not store the failure either')
   }
@@ -241,7 +241,7 @@ async function runAttempts(
         try {
           // Only now can the brain have side effects: a restart before this point is no redelivery.
           const runningAt = Date.now()
-          for (const message of batch) inbox.markRunning(message.seq, attempt, runningAt)
+          for (const message of batch) await inbox.markRunning(message.seq, attempt, runningAt)
           await fs.promises.mkdir(chatDir, { recursive: true }).catch((error: unknown) => {
             log.warn({ err: error, chat_dir: chatDir }, 'could not create the chat directory; running the brain anyway')
           })

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { answerCommand, type CommandAnswer } from '../../../src/intake/service-commands.js'
+import { answerCommand, localCommandContext, type CommandAnswer } from '../../../src/intake/service-commands.js'
 import type { BusyMode } from '../../../src/config.js'
 import { Dispatcher } from '../../../src/dispatch/dispatcher.js'
 import { parseCommand } from '../../../src/intake/classify.js'
@@ -56,16 +56,19 @@ function chatService({ maxConcurrent = 2, busyMode = 'queue' as BusyMode } = {})
     command(chatId: number, text: string, now = Date.now()): CommandAnswer {
       const command = parseCommand(text)
       if (!command) throw new Error(`${text} is not a service command`)
-      return answerCommand(command, {
-        chatId,
-        dispatcher,
-        inbox,
-        config: { maxConcurrentBrains: maxConcurrent, busyMode, stateDir },
-        now,
-        onError: (error) => {
-          throw error
-        },
-      })
+      return answerCommand(
+        command,
+        localCommandContext({
+          chatId,
+          dispatcher,
+          inbox,
+          config: { maxConcurrentBrains: maxConcurrent, busyMode, stateDir },
+          now,
+          onError: (error) => {
+            throw error
+          },
+        }),
+      )
     },
   }
 }
@@ -121,9 +124,9 @@ t.test('/status while waiting for a slot, and while the answer is being sent', a
   })
   dispatcher.enqueue({ seq: 1, chatId: 3, updateId: 1, receivedAt: Date.now() })
   await settle()
-  const answer = answerCommand({ name: 'status', args: '' }, { chatId: 3, dispatcher, inbox: replying.inbox, config: { maxConcurrentBrains: 1, busyMode: 'queue', stateDir: replying.stateDir }, now: Date.now(), onError: () => {} })
+  const answer = answerCommand({ name: 'status', args: '' }, localCommandContext({ chatId: 3, dispatcher, inbox: replying.inbox, config: { maxConcurrentBrains: 1, busyMode: 'queue', stateDir: replying.stateDir }, now: Date.now(), onError: () => {} }))
   t.match(answer.reply, /^📨 Sending the answer to your message\./u)
-  const cancel = answerCommand({ name: 'cancel', args: '' }, { chatId: 3, dispatcher, inbox: replying.inbox, config: { maxConcurrentBrains: 1, busyMode: 'queue', stateDir: replying.stateDir }, now: Date.now(), onError: () => {} })
+  const cancel = answerCommand({ name: 'cancel', args: '' }, localCommandContext({ chatId: 3, dispatcher, inbox: replying.inbox, config: { maxConcurrentBrains: 1, busyMode: 'queue', stateDir: replying.stateDir }, now: Date.now(), onError: () => {} }))
   t.equal(cancel.reply, 'Nothing to stop: the answer is being sent.')
   cancel.act?.()
   t.equal(dispatcher.chatStatus(3).running?.phase, 'replying', 'the reply goes on')
