@@ -1,11 +1,9 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import type { Config } from './config.js'
-import type { Coordinator } from './coordinator.js'
 import { SECRET_HEADER, secretVerifier } from './intake/verify.js'
-import type { Inbox } from './store/inbox.js'
 import type { Metrics } from './metrics.js'
-import type { EventLoopDelay } from './health.js'
+import type { EventLoopDelay, HealthParts, ServiceCore } from './health.js'
 import { RejectedRequestLog } from './request-log.js'
 
 /** Largest webhook body accepted; Telegram's updates are far smaller. */
@@ -24,8 +22,7 @@ const TIMEOUT_CHECK_MS = 1000
 
 export interface AppDeps {
   readonly config: Config
-  readonly coordinator: Coordinator
-  readonly inbox: Inbox
+  readonly coordinator: ServiceCore
   readonly metrics: Metrics
   readonly loopDelay: EventLoopDelay
   /** Whether a brain could be started now (its executable is still there). */
@@ -94,7 +91,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       },
     },
     async (request, reply) => {
-      const receipt = coordinator.intake.receive(request.body)
+      const receipt = await coordinator.receive(request.body)
       metrics.updates.inc(
         receipt.outcome === 'rejected' ? { outcome: 'rejected', reason: reasonOf(undefined, receipt.status) } : { outcome: receipt.outcome },
       )
@@ -109,7 +106,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/readyz', async (_request, reply) => {
     const checks = {
       accepting: !coordinator.draining,
-      store_writable: deps.inbox.stats().writable,
+      ...(await coordinator.readiness()),
       brain_startable: deps.brainStartable(),
       bot_token_checked: deps.botTokenChecked(),
     }
@@ -118,7 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   })
 
   app.get('/healthz', async (_request, reply) => {
-    const report = healthReport(deps)
+    const report = await healthReport(deps)
     return reply.code(report.status === 'ok' ? 200 : 503).send(report)
   })
 
@@ -131,30 +128,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 }
 
 /** The /healthz document: everything an operator checks first, computed from live state. */
-export function healthReport({ coordinator, inbox, loopDelay, config }: AppDeps) {
+export async function healthReport({ coordinator, loopDelay }: AppDeps) {
   const now = Date.now()
-  const { dispatcher, intake } = coordinator
-  const { lastUpdateAt } = intake
-  const running = dispatcher.runningJobs()
-  const store = inbox.stats()
   const loopDelayMs = loopDelay.p99Ms()
-  const ageS = (since: number | null | undefined): number | null =>
-    since === null || since === undefined ? null : Math.round((now - since) / 100) / 10
-  const status = coordinator.draining ? 'draining' : loopDelayMs > DEGRADED_LOOP_DELAY_MS || !store.writable ? 'degraded' : 'ok'
+  let parts: HealthParts
+  try {
+    parts = await coordinator.health(now)
+  } catch (error) {
+    parts = { degraded: true, fields: { store: { writable: false, last_error: (error as Error).message } }, lastUpdateAt: undefined }
+  }
+  const status = coordinator.draining ? 'draining' : loopDelayMs > DEGRADED_LOOP_DELAY_MS || parts.degraded ? 'degraded' : 'ok'
   return {
     status,
     uptime_s: Math.round((now - coordinator.startedAt) / 1000),
     event_loop_delay_ms: loopDelayMs,
-    brains: { running: dispatcher.running, limit: config.maxConcurrentBrains, oldest_running_s: ageS(running[0]?.runningSince) },
-    queue: { pending: dispatcher.queued, chats: dispatcher.chats, oldest_pending_s: ageS(store.oldestQueuedAt) },
-    store: {
-      kind: store.kind,
-      writable: store.writable,
-      size_bytes: store.sizeBytes,
-      oldest_queued_s: ageS(store.oldestQueuedAt),
-      ...(store.lastWriteError ? { last_error: store.lastWriteError } : {}),
-    },
-    last_update_at: lastUpdateAt === undefined ? null : new Date(lastUpdateAt).toISOString(),
+    ...parts.fields,
+    last_update_at: parts.lastUpdateAt === undefined ? null : new Date(parts.lastUpdateAt).toISOString(),
   }
 }
 

@@ -1,4 +1,5 @@
-import { Intake } from './intake/intake.js'
+import { ageSeconds, type HealthParts, type ServiceCore } from './health.js'
+import { Intake, type Receipt } from './intake/intake.js'
 import type { Inbox, QueuedMessage } from './store/inbox.js'
 import { PendingAcks } from './telegram/acks.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
@@ -22,7 +23,7 @@ export type CoordinatorDeps = Omit<TurnDeps, 'acks' | 'inbox'> & { readonly inbo
  * The service's lifecycle: builds intake and the dispatcher, and at start schedules what an earlier
  * run left in the inbox and starts maintenance (re-queued messages, pruning); at stop drains.
  */
-export class Coordinator {
+export class Coordinator implements ServiceCore {
   readonly dispatcher: Dispatcher
   readonly intake: Intake
   readonly startedAt = Date.now()
@@ -43,6 +44,36 @@ export class Coordinator {
   /** True once shutdown began: the webhook answers 503 so Telegram re-sends later. */
   get draining(): boolean {
     return !this.intake.accepting
+  }
+
+  receive(body: unknown): Receipt {
+    return this.intake.receive(body)
+  }
+
+  readiness(): Record<string, boolean> {
+    return { store_writable: this.#deps.inbox.stats().writable }
+  }
+
+  health(now: number): HealthParts {
+    const { dispatcher, intake } = this
+    const { config, inbox } = this.#deps
+    const running = dispatcher.runningJobs()
+    const store = inbox.stats()
+    return {
+      degraded: !store.writable,
+      lastUpdateAt: intake.lastUpdateAt,
+      fields: {
+        brains: { running: dispatcher.running, limit: config.maxConcurrentBrains, oldest_running_s: ageSeconds(running[0]?.runningSince, now) },
+        queue: { pending: dispatcher.queued, chats: dispatcher.chats, oldest_pending_s: ageSeconds(store.oldestQueuedAt, now) },
+        store: {
+          kind: store.kind,
+          writable: store.writable,
+          size_bytes: store.sizeBytes,
+          oldest_queued_s: ageSeconds(store.oldestQueuedAt, now),
+          ...(store.lastWriteError ? { last_error: store.lastWriteError } : {}),
+        },
+      },
+    }
   }
 
   /**

@@ -1,4 +1,5 @@
 import { monitorEventLoopDelay, type ELDHistogram } from 'node:perf_hooks'
+import type { Receipt } from './intake/intake.js'
 
 const WINDOW_MS = 10_000
 const RESOLUTION_MS = 10
@@ -45,3 +46,31 @@ export class EventLoopDelay {
 function percentile99(histogram: ELDHistogram): number {
   return histogram.count === 0 ? 0 : histogram.percentile(99)
 }
+
+/**
+ * What the routes serve: the single-host Coordinator, or a host of the Postgres mode
+ * (cluster/node.ts).
+ */
+export interface ServiceCore {
+  readonly startedAt: number
+  /** True once shutdown began: the webhook answers 503 so Telegram re-sends later. */
+  readonly draining: boolean
+  /** Takes an authentic webhook body. */
+  receive(body: unknown): Receipt | Promise<Receipt>
+  /** The store's checks for /readyz (a write must succeed). */
+  readiness(): Record<string, boolean> | Promise<Record<string, boolean>>
+  /** The service's part of /healthz; `degraded` when the store cannot be written. */
+  health(now: number): HealthParts | Promise<HealthParts>
+}
+
+export interface HealthParts {
+  readonly degraded: boolean
+  readonly fields: Record<string, unknown>
+  readonly lastUpdateAt: number | undefined
+}
+
+/** Seconds since `since`, to a tenth, for /healthz. */
+export function ageSeconds(since: number | null | undefined, now: number): number | null {
+  return since === null || since === undefined ? null : Math.round((now - since) / 100) / 10
+}
+

@@ -71,7 +71,6 @@ export async function startService(config: Config, logger: Logger = createLogger
   const app = await buildApp({
     config,
     coordinator,
-    inbox,
     metrics,
     loopDelay,
     logger,

@@ -40,33 +40,36 @@ export function unsupportedReply(what: string): string {
   return `Sorry, I can't handle ${what.replaceAll('_', ' ')}: please send text, a photo, a voice note or a file.`
 }
 
-/** What intake hands updates to, and acknowledges them with. */
-export interface IntakeDeps {
+/** What every intake classifies and acknowledges updates with. */
+export interface TriageDeps {
   readonly config: Config
-  readonly inbox: Inbox
   readonly telegram: TelegramClient
   readonly metrics: Metrics
   readonly log: FastifyBaseLogger
-  readonly dispatcher: Dispatcher
   readonly acks: PendingAcks
 }
 
+/** What the single-host intake hands updates to. */
+export interface IntakeDeps extends TriageDeps {
+  readonly inbox: Inbox
+  readonly dispatcher: Dispatcher
+}
+
 /**
- * The way in, for an authentic webhook body: classifies it, stores it (before it is acknowledged),
- * acknowledges it with the receipt reaction without waiting, and enqueues it in its chat's queue.
- * The service's own commands are answered here, at once. Knows nothing of HTTP.
+ * What an intake does whatever its store: classify an update and answer at once what needs no
+ * storing, acknowledge a stored one with the receipt reaction, stop accepting at shutdown.
  */
-export class Intake {
+export class IntakeTriage {
   /** When the last well-formed update arrived, for /healthz. */
   lastUpdateAt: number | undefined
   /** The bot's username, once learnt: "/status@OtherBot" in a group is then left to the other bot. */
   botUsername: string | undefined
-  #deps: IntakeDeps
+  #base: TriageDeps
   #accepting = true
   #refusedLog = new LogThrottle(REFUSED_LOG.intervalMs, REFUSED_LOG.maxKeys)
 
-  constructor(deps: IntakeDeps) {
-    this.#deps = deps
+  constructor(deps: TriageDeps) {
+    this.#base = deps
   }
 
   /** False once shutdown began: the webhook answers 503 so Telegram re-sends later. */
@@ -80,62 +83,11 @@ export class Intake {
   }
 
   /**
-   * Handles one authentic webhook body. Synchronous up to the answer: the only waiting is the
-   * inbox write, so the webhook answers in well under a millisecond of work.
-   */
-  receive(body: unknown, receivedAt = Date.now()): Receipt {
-    const { config, inbox, dispatcher } = this.#deps
-    if (!this.#accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
-    const triaged = this.triage(body, receivedAt)
-    if ('status' in triaged) return triaged
-    const { classified, message, updateId, stored, messageLog } = triaged
-    // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
-    let answer: (CommandAnswer & { readonly what: string }) | undefined
-    if (classified.kind === 'command') {
-      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${classified.command.name} failed`)
-      const context = localCommandContext({ chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError })
-      answer = { ...answerCommand(classified.command, context), what: `/${classified.command.name}` }
-    } else if (classified.kind === 'unsupported') {
-      answer = { reply: unsupportedReply(classified.what), what: classified.what.replaceAll('_', ' ') }
-    }
-    let seq: number | 'duplicate'
-    try {
-      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
-    } catch (error) {
-      if (!(error instanceof InboxWriteError)) throw error
-      messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
-      return { status: 503, outcome: 'rejected', detail: 'inbox unavailable' }
-    }
-    if (seq === 'duplicate') {
-      messageLog.info('duplicate update ignored')
-      return { status: 200, outcome: 'duplicate' }
-    }
-
-    let webhookReply: Record<string, unknown> | undefined
-    if (answer === undefined) {
-      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
-      else this.acknowledge(updateId, message, receivedAt, messageLog)
-      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
-      // A newer message stops the running brain; the next run takes every message not yet answered.
-      if (config.busyMode === 'interrupt' && !joinsAlbum(inbox, message, seq) && dispatcher.stop(message.chatId, 'interrupt')) {
-        messageLog.info('running brain interrupted by this message')
-      }
-      dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
-    } else {
-      answer.act?.()
-      messageLog.info({ seq, kind: answer.what }, 'answered by the service')
-      const answered = inbox.get(seq) as StoredMessage
-      void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
-    }
-    return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
-  }
-
-  /**
    * What every intake does before it stores anything: classifies the update, and answers at once
    * what is ignored, refused, invalid or a group upgrade. What is left is to be stored.
    */
   triage(body: unknown, receivedAt: number): Receipt | Triaged {
-    const { config, log, telegram } = this.#deps
+    const { config, log, telegram } = this.#base
     const { migrations } = telegram
     const { allowedChats, allowedUsers } = config
     const listed = (chatId: number): boolean => allowedChats === 'all' || allowedChats.has(chatId)
@@ -188,7 +140,7 @@ export class Intake {
     const held = this.#refusedLog.admit(`${message.chat.id}/${sender ?? ''}`, now)
     if (held === false) return
     const { chat, from, sender_chat: senderChat, via_bot: viaBot } = message
-    this.#deps.log.info(
+    this.#base.log.info(
       {
         update_id: updateId,
         chat_id: chat.id,
@@ -208,7 +160,7 @@ export class Intake {
 
   /** Fires the receipt reaction; its failure is logged and never touches the work. */
   acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
-    const { telegram, config, metrics, acks } = this.#deps
+    const { telegram, config, metrics, acks } = this.#base
     const call = telegram.react(message.chatId, message.messageId, config.ackEmoji)
     acks.track(updateId, call)
     call.then(
@@ -216,6 +168,73 @@ export class Intake {
       (error: unknown) => log.warn({ err: error }, 'receipt reaction failed'),
     )
   }
+}
+
+/**
+ * The way in on a single host, for an authentic webhook body: classifies it, stores it in the inbox
+ * (before it is acknowledged), acknowledges it with the receipt reaction without waiting, and
+ * enqueues it in its chat's line. The service's own commands are answered here, at once. Knows
+ * nothing of HTTP.
+ */
+export class Intake extends IntakeTriage {
+  #deps: IntakeDeps
+
+  constructor(deps: IntakeDeps) {
+    super(deps)
+    this.#deps = deps
+  }
+
+  /**
+   * Handles one authentic webhook body. Synchronous up to the answer: the only waiting is the
+   * inbox write, so the webhook answers in well under a millisecond of work.
+   */
+  receive(body: unknown, receivedAt = Date.now()): Receipt {
+    const { config, inbox, dispatcher } = this.#deps
+    if (!this.accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
+    const triaged = this.triage(body, receivedAt)
+    if ('status' in triaged) return triaged
+    const { classified, message, updateId, stored, messageLog } = triaged
+    // A command is answered from the state at arrival; it acts only once stored (never for a duplicate).
+    let answer: (CommandAnswer & { readonly what: string }) | undefined
+    if (classified.kind === 'command') {
+      const onError = (error: unknown): void => messageLog.warn({ err: error }, `/${classified.command.name} failed`)
+      const context = localCommandContext({ chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError })
+      answer = { ...answerCommand(classified.command, context), what: `/${classified.command.name}` }
+    } else if (classified.kind === 'unsupported') {
+      answer = { reply: unsupportedReply(classified.what), what: classified.what.replaceAll('_', ' ') }
+    }
+    let seq: number | 'duplicate'
+    try {
+      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
+    } catch (error) {
+      if (!(error instanceof InboxWriteError)) throw error
+      messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
+      return { status: 503, outcome: 'rejected', detail: 'inbox unavailable' }
+    }
+    if (seq === 'duplicate') {
+      messageLog.info('duplicate update ignored')
+      return { status: 200, outcome: 'duplicate' }
+    }
+
+    let webhookReply: Record<string, unknown> | undefined
+    if (answer === undefined) {
+      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
+      else this.acknowledge(updateId, message, receivedAt, messageLog)
+      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
+      // A newer message stops the running brain; the next run takes every message not yet answered.
+      if (config.busyMode === 'interrupt' && !joinsAlbum(inbox, message, seq) && dispatcher.stop(message.chatId, 'interrupt')) {
+        messageLog.info('running brain interrupted by this message')
+      }
+      dispatcher.enqueue({ seq, chatId: message.chatId, updateId, receivedAt })
+    } else {
+      answer.act?.()
+      messageLog.info({ seq, kind: answer.what }, 'answered by the service')
+      const answered = inbox.get(seq) as StoredMessage
+      void deliver(this.#deps, answered, answered.reply ?? '', messageLog)
+    }
+    return { status: 200, outcome: 'accepted', ...(webhookReply ? { webhookReply } : {}) }
+  }
+
 }
 
 /**

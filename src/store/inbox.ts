@@ -54,7 +54,7 @@ export interface Outcome {
 }
 
 export interface InboxStats {
-  readonly kind: 'sqlite' | 'memory'
+  readonly kind: 'sqlite' | 'memory' | 'postgres'
   readonly writable: boolean
   readonly sizeBytes: number
   readonly oldestQueuedAt: number | null
