@@ -26,12 +26,18 @@ const TELEGRAM_ENV = 'Reads TELEGRAM_BOT_TOKEN, TELEGRAM_WEBHOOK_SECRET and TELE
 // Each command loads only what it needs, so `--help` stays instant.
 const COMMANDS: Record<string, Command> = {
   serve: {
-    synopsis: ['serve'],
+    synopsis: ['serve [--role all|intake|worker]'],
     summary: 'run the service (configuration from the environment; see README)',
-    details: 'Runs until SIGTERM or SIGINT, then drains: running brains get SHUTDOWN_GRACE_S to finish.',
-    run: async () => {
-      const { serve } = await import('./server.js')
-      await serve(loadConfig())
+    details: [
+      '  --role R   with DATABASE_URL (the Postgres mode): intake answers the webhook, worker runs brains,',
+      '             all does both (the default)',
+      '',
+      'Runs until SIGTERM or SIGINT, then drains: running brains get SHUTDOWN_GRACE_S to finish.',
+    ].join('\n'),
+    run: async (args) => {
+      const { serve, parseServeArgs } = await import('./server.js')
+      const role = parseServeArgs(args)
+      await serve(loadConfig(), role)
     },
   },
   check: {

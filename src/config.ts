@@ -35,6 +35,10 @@ export interface Config {
   readonly logLevel: LogLevel
   /** 'sqlite' keeps the inbox on disk (the default); 'memory' trades durability for nothing. */
   readonly inbox: 'sqlite' | 'memory'
+  /** DATABASE_URL: the Postgres mode (several hosts sharing one database) when set. */
+  readonly databaseUrl: string | undefined
+  /** CHAT_STATE_MAX_MB: a chat's directory is carried between hosts through Postgres up to this size; 0: a shared directory instead. */
+  readonly chatStateMaxBytes: number
   readonly inboxRetentionMs: number
   /** All stored media together stay under this; a file that would not fit is not downloaded. */
   readonly mediaQuotaBytes: number
@@ -114,6 +118,7 @@ export const DEFAULTS = {
   edits: 'ignore',
   logLevel: 'info',
   inboxRetentionH: 72,
+  chatStateMaxMb: 20,
   brainSandbox: 'on',
   brainNetwork: 'on',
   mediaQuotaMb: 2048,
@@ -228,6 +233,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     edits: oneOf(read, 'EDITS', EDITS_MODES, DEFAULTS.edits),
     logLevel: logLevel as LogLevel,
     inbox,
+    databaseUrl: databaseUrl(read),
+    chatStateMaxBytes: integer(read, 'CHAT_STATE_MAX_MB', DEFAULTS.chatStateMaxMb, { min: 0, max: 1024 }) * 1024 * 1024,
     inboxRetentionMs: seconds(read, 'INBOX_RETENTION_H', DEFAULTS.inboxRetentionH, { min: 24, unit: 3600 }),
     mediaQuotaBytes: integer(read, 'MEDIA_QUOTA_MB', DEFAULTS.mediaQuotaMb, { min: 0, max: 16 * 1024 * 1024 }) * 1024 * 1024,
     linkPreviews: oneOf(read, 'LINK_PREVIEWS', LINK_PREVIEW_MODES, DEFAULTS.linkPreviews) === 'on',
@@ -404,6 +411,22 @@ function readEnvAllow(read: Read): string[] {
 
 function optionalPath(value: string | undefined, cwd: string): string | undefined {
   return value === undefined ? undefined : path.resolve(cwd, value)
+}
+
+/** DATABASE_URL: a postgres:// URL (a unix socket as ?host=/dir), checked for its form only. */
+function databaseUrl(read: Read): string | undefined {
+  const value = read('DATABASE_URL')
+  if (value === undefined) return undefined
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError('DATABASE_URL', 'must be a URL such as postgresql://coordinator@db.example.com/coordinator (or unset for the single-host SQLite inbox)')
+  }
+  if (url.protocol !== 'postgresql:' && url.protocol !== 'postgres:') {
+    throw new ConfigError('DATABASE_URL', `must start with postgresql:// (got ${url.protocol}//); unset it for the single-host SQLite inbox`)
+  }
+  return value
 }
 
 function defaultLockDir(read: Read, stateDir: string): string {

@@ -1,13 +1,11 @@
 import { ageSeconds, type HealthParts, type ServiceCore } from './health.js'
 import { Intake, type Receipt } from './intake/intake.js'
-import type { Inbox, QueuedMessage } from './store/inbox.js'
+import { MAX_INTERRUPTIONS, type Inbox, type QueuedMessage } from './store/inbox.js'
 import { PendingAcks } from './telegram/acks.js'
 import { Dispatcher, type Job } from './dispatch/dispatcher.js'
 import { createMessageWork, type TurnDeps } from './turn/turn.js'
 import { mediaDir, removeMedia } from './telegram/media.js'
 
-// A message a restart interrupted this often is failed instead of run again (a crash loop guard).
-const MAX_INTERRUPTIONS = 3
 const MAINTENANCE_EVERY_MS = 2000
 const PRUNE_EVERY_MS = 10 * 60_000
 const FIRST_PRUNE_AFTER_MS = 1000

@@ -75,4 +75,23 @@ export class Metrics {
     })
     collectDefaultMetrics({ register: this.registry })
   }
+
+  /** The Postgres mode's gauges: the worker hosts with a heartbeat, their slots, the hosts given up for dead. */
+  observeCluster(live: { liveWorkers: () => number; liveSlots: () => number; deadWorkers: () => number }): void {
+    const gauges = [
+      ['coordinator_workers_live', 'Worker hosts with a recent heartbeat', live.liveWorkers],
+      ['coordinator_worker_slots_live', 'Brain slots of the worker hosts with a recent heartbeat', live.liveSlots],
+      ['coordinator_workers_dead', 'Worker hosts given up for dead (their chats were taken back)', live.deadWorkers],
+    ] as const
+    for (const [name, help, read] of gauges) {
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(read())
+        },
+      })
+    }
+  }
 }

@@ -87,6 +87,9 @@ export interface Recovery {
   readonly undeliveredReplies: readonly QueuedMessage[]
 }
 
+/** A message whose brain a restart (or a host's death) interrupted this often is failed, not run again. */
+export const MAX_INTERRUPTIONS = 3
+
 /** The reply to a message failed by the crash-loop guard: its brain ran, and was interrupted, `interruptions` times. */
 export function crashLoopNotice(interruptions: number): string {
   return `⚠️ The service restarted ${interruptions} times while this message ran; it is not run again.`

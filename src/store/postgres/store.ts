@@ -246,6 +246,11 @@ export class PostgresStore implements TurnStore {
     return rows.map((row) => (row as { seq: number }).seq)
   }
 
+  /** /cancel of a message still waiting: cancelled unless a host started it meanwhile. */
+  async cancelIfQueued(seq: number, at: number): Promise<void> {
+    await this.#write(`UPDATE coordinator.messages SET state = 'cancelled', finished_at = $1 WHERE seq = $2 AND state = 'queued'`, [at, seq])
+  }
+
   /**
    * A chat's turn begins (its queue is locked to this host): a message of the chat still marked
    * running was interrupted by a host that died or lost the database. It goes back in the queue,

@@ -1,0 +1,123 @@
+import { EventEmitter } from 'node:events'
+import type { FastifyBaseLogger } from 'fastify'
+import { Logger, run, runMigrations, type Runner, type WorkerEvents } from 'graphile-worker'
+import type pg from 'pg'
+import type { WakeUp } from '../store/postgres/store.js'
+
+/**
+ * The job-queue engine of the Postgres mode, and the only file that knows it is Graphile Worker.
+ *
+ * A job is a wake-up for a chat, never the message itself: the turn reads the chat's next message
+ * from the messages table, in update_id order. Each chat's jobs go into a named queue `chat:<id>`,
+ * which Graphile Worker runs one job at a time across every host: one brain per chat, in order.
+ * A job locked by a host that died would hold its chat's queue for hours; the hosts' heartbeats
+ * tell who died, and `sweepDead` hands their jobs back with the engine's force_unlock_workers.
+ */
+
+const TASK = 'chat'
+// A wake-up is retried if its handler throws (the database went away mid-turn), for days.
+const MAX_ATTEMPTS = 1000
+// Jobs due later (a retry) are looked for this often; new ones arrive at once by LISTEN/NOTIFY.
+const POLL_INTERVAL_MS = 1000
+
+/** The SQL that stores a chat's wake-up job, run in the statement that stores its message. */
+export const engineWakeUp: WakeUp = {
+  sql: (chatId) =>
+    `graphile_worker.add_job('${TASK}', json_build_object('chat_id', ${chatId}), queue_name => 'chat:' || ${chatId}, max_attempts => ${MAX_ATTEMPTS})`,
+}
+
+/** Creates or updates the engine's own schema (graphile_worker). */
+export async function migrateEngine(pool: pg.Pool, log: FastifyBaseLogger): Promise<void> {
+  await runMigrations({ pgPool: pool, logger: engineLogger(log) })
+}
+
+/** Runs a chat's turn for a wake-up; `signal` aborts when the engine stops. */
+export type ChatHandler = (chatId: number, signal: AbortSignal) => Promise<void>
+
+/** The engine's workers on one host: `concurrency` jobs (brains) at a time. */
+export class ChatEngine {
+  #runner: Runner | undefined
+  #poolId: string | undefined
+
+  /** The id that the engine locks this host's jobs with, once started. */
+  get poolId(): string | undefined {
+    return this.#poolId
+  }
+
+  async start(pool: pg.Pool, concurrency: number, handle: ChatHandler, log: FastifyBaseLogger): Promise<void> {
+    const events: WorkerEvents = new EventEmitter()
+    events.on('pool:create', ({ workerPool }) => {
+      this.#poolId = workerPool.id
+    })
+    this.#runner = await run({
+      pgPool: pool,
+      concurrency,
+      pollInterval: POLL_INTERVAL_MS,
+      noHandleSignals: true,
+      events,
+      logger: engineLogger(log),
+      taskList: {
+        [TASK]: async (payload, helpers) => {
+          const chatId = (payload as { chat_id?: unknown }).chat_id
+          if (typeof chatId !== 'number') return
+          await handle(chatId, helpers.abortSignal ?? new AbortController().signal)
+        },
+      },
+    })
+  }
+
+  /** Stops taking jobs and waits for the running ones (their brains stopped by the caller). */
+  async stop(): Promise<void> {
+    const runner = this.#runner
+    this.#runner = undefined
+    await runner?.stop()
+  }
+}
+
+/**
+ * Marks as stopped the hosts whose heartbeat is older than `deadAfterMs`, and hands the jobs their
+ * engine workers held back to the queue, where another host takes them. Returns the hosts' ids.
+ */
+export async function sweepDead(pool: pg.Pool, deadAfterMs: number): Promise<string[]> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    const { rows } = await client.query<{ id: string; pool_id: string | null }>(
+      `UPDATE coordinator.workers SET stopped = true
+       WHERE NOT stopped AND heartbeat_at < now() - make_interval(secs => $1) RETURNING id, pool_id`,
+      [deadAfterMs / 1000],
+    )
+    const poolIds = rows.flatMap((row) => (row.pool_id === null ? [] : [row.pool_id]))
+    if (poolIds.length > 0) await client.query('SELECT graphile_worker.force_unlock_workers($1::text[])', [poolIds])
+    await client.query('COMMIT')
+    return rows.map((row) => row.id)
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined)
+    throw error
+  } finally {
+    client.release()
+  }
+}
+
+/** Hands back the jobs an engine pool of this host held, after it lost the database and stopped its brains. */
+export async function releasePool(pool: pg.Pool, poolId: string): Promise<void> {
+  await pool.query('SELECT graphile_worker.force_unlock_workers($1::text[])', [[poolId]])
+}
+
+/** Jobs locked by hosts marked dead (should be none after a sweep), for /healthz. */
+export async function jobsHeldByDead(pool: pg.Pool): Promise<number> {
+  const { rows } = await pool.query(
+    `SELECT count(*)::int AS held FROM graphile_worker.jobs
+     WHERE locked_by IN (SELECT pool_id FROM coordinator.workers WHERE stopped AND pool_id IS NOT NULL)`,
+  )
+  return (rows[0] as { held: number }).held
+}
+
+function engineLogger(log: FastifyBaseLogger): Logger {
+  const engineLog = log.child({ engine: 'graphile-worker' })
+  return new Logger(() => (level, message, meta) => {
+    if (level === 'error') engineLog.error(meta ?? {}, message)
+    else if (level === 'warning') engineLog.warn(meta ?? {}, message)
+    else engineLog.debug(meta ?? {}, message)
+  })
+}
