@@ -177,6 +177,8 @@ async function startCluster(bin: string, user: ClusterUser): Promise<TestPostgre
   const data = path.join(dir, 'data')
   try {
     fs.chownSync(dir, user.uid, user.gid)
+    // Any local user may reach the socket (clients run as root, or as another user); the data dir stays 0700.
+    fs.chmodSync(dir, 0o711)
     await runAsClusterUser(user, dir, path.join(bin, 'initdb'), ['-D', data, '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'])
     const settings = { ...SERVER_SETTINGS, unix_socket_directories: `'${dir}'` }
     fs.appendFileSync(path.join(data, 'postgresql.conf'), Object.entries(settings).map(([name, value]) => `${name} = ${value}\n`).join(''))
