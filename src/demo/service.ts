@@ -19,6 +19,8 @@ export interface ServiceStartOptions {
   /** Keep every line in `logs` (the default); a long run that only counts turns this off. */
   readonly keepLogs?: boolean
   readonly readyTimeoutMs?: number
+  /** After `serve`, e.g. ['--role', 'worker']. */
+  readonly args?: readonly string[]
 }
 
 /** pino's number for the warn level; error and fatal are above it. */
@@ -51,7 +53,7 @@ export class ServiceProcess {
     this.#options = options
     // A test runner may add its loaders to every child's NODE_OPTIONS, whatever `env` says (tap
     // does); `env -u` drops them, then execs node, so the pid stays the service's.
-    this.#child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, cliPath, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.#child = spawn('env', ['-u', 'NODE_OPTIONS', process.execPath, cliPath, 'serve', ...(options.args ?? [])], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     // 'close', not 'exit': by then its pipes are drained, so the log is complete.
     this.exited = new Promise((resolve) =>
       this.#child.once('close', (code, signal) => {

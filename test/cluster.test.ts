@@ -1,0 +1,194 @@
+import t from 'tap'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { Update } from 'grammy/types'
+import { ServiceProcess } from '../src/demo/service.js'
+import { startEmulator, type BotApiEmulator, type RecordedCall } from '../src/emulator/index.js'
+import { postgresOrSkip, type TestPostgres } from './helpers/postgres.js'
+import { CLI, ROOT, SANDBOX_ENV, SECRET, TOKEN, delay, eventually, tempDir } from './helpers/service.js'
+
+// Two intakes and three workers on one Postgres: the Postgres mode's guarantees, live.
+const BRAIN = path.join(ROOT, 'test/fixtures/cluster-brain.sh')
+const SLOTS = 2
+
+interface Run {
+  readonly ev: 'start' | 'end'
+  readonly updateId: number
+  readonly chatId: number
+  readonly worker: string
+  readonly redelivered: boolean
+  readonly at: number
+}
+
+interface Cluster {
+  readonly emu: BotApiEmulator
+  readonly intakes: ServiceProcess[]
+  readonly workers: Map<string, ServiceProcess>
+  readonly runLog: string
+  startWorker(name: string): Promise<ServiceProcess>
+  startIntake(): Promise<ServiceProcess>
+  /** Posts an update to an intake's webhook; resolves with the HTTP status. */
+  post(intake: ServiceProcess, update: Update): Promise<number>
+  runs(): Run[]
+  replies(): string[]
+}
+
+async function startCluster(t: Tap.Test, pg: TestPostgres, { intakes = 2, workers = 3, env = {} as Record<string, string> } = {}): Promise<Cluster> {
+  const databaseUrl = await pg.createDatabase()
+  const emu = await startEmulator({ token: TOKEN })
+  const shared = tempDir('coordinator-cluster-')
+  const runLog = path.join(shared, 'runs.log')
+  fs.writeFileSync(runLog, '')
+  const base = {
+    ...SANDBOX_ENV,
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    HOME: os.tmpdir(),
+    TELEGRAM_BOT_TOKEN: TOKEN,
+    TELEGRAM_WEBHOOK_SECRET: SECRET,
+    TELEGRAM_API_ROOT: emu.url,
+    ALLOW_ALL_CHATS: '1',
+    DATABASE_URL: databaseUrl,
+    BRAIN_COMMAND: BRAIN,
+    BRAIN_CWD: shared,
+    BRAIN_ENV_ALLOW: 'RUN_LOG,WORKER_NAME',
+    RUN_LOG: runLog,
+    MAX_CONCURRENT_BRAINS: String(SLOTS),
+    PORT: '0',
+    LOG_LEVEL: 'info',
+    KILL_GRACE_S: '1',
+    SHUTDOWN_GRACE_S: '3',
+    ...env,
+  }
+  const processes: ServiceProcess[] = []
+  const start = async (role: string, name: string): Promise<ServiceProcess> => {
+    const stateDir = tempDir(`coordinator-${name}-`)
+    const svc = await ServiceProcess.start(CLI, { ...base, STATE_DIR: stateDir, LOCK_DIR: path.join(stateDir, 'locks'), WORKER_NAME: name }, { args: ['--role', role], readyTimeoutMs: 30_000 })
+    processes.push(svc)
+    return svc
+  }
+  const cluster: Cluster = {
+    emu,
+    intakes: [],
+    workers: new Map(),
+    runLog,
+    startWorker: async (name) => {
+      const svc = await start('worker', name)
+      cluster.workers.set(name, svc)
+      return svc
+    },
+    startIntake: async () => {
+      const svc = await start('intake', `intake${cluster.intakes.length + 1}`)
+      cluster.intakes.push(svc)
+      return svc
+    },
+    post: async (intake, update) => {
+      const response = await fetch(`${intake.url}/telegram/webhook`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-telegram-bot-api-secret-token': SECRET },
+        body: JSON.stringify(update),
+      }).catch(() => undefined)
+      await response?.arrayBuffer()
+      return response?.status ?? 0
+    },
+    runs: () => readRuns(runLog),
+    replies: () => replyTexts(emu.calls),
+  }
+  t.teardown(async () => {
+    await Promise.all(processes.map((svc) => svc.stop('SIGKILL')))
+    await emu.close()
+    fs.rmSync(shared, { recursive: true, force: true })
+  })
+  for (let i = 0; i < intakes; i++) await cluster.startIntake()
+  for (let i = 1; i <= workers; i++) await cluster.startWorker(`worker${i}`)
+  return cluster
+}
+
+function readRuns(file: string): Run[] {
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [ev, updateId, chatId, worker, redelivered, at] = line.split(' ')
+      return { ev: ev as Run['ev'], updateId: Number(updateId), chatId: Number(chatId), worker: String(worker), redelivered: redelivered === '1', at: Number(at) }
+    })
+}
+
+const replyTexts = (calls: readonly RecordedCall[]): string[] =>
+  calls.filter((call) => call.method === 'sendMessage' && call.ok).map((call) => String(call.params['text']))
+
+/** Posts until the intake answers 200 (Telegram re-sends after a 503 the same way). */
+async function deliver(cluster: Cluster, update: Update, intake: ServiceProcess): Promise<void> {
+  for (let tries = 0; ; tries++) {
+    const live = intake.running ? intake : cluster.intakes.find((other) => other.running)
+    if (live !== undefined && (await cluster.post(live, update)) === 200) return
+    if (tries > 600) throw new Error(`update ${update.update_id} never accepted`)
+    await delay(100)
+  }
+}
+
+/** The largest number of runs overlapping at any moment, per key. */
+function maxOverlap(runs: readonly Run[], key: (run: Run) => string): Map<string, number> {
+  const events = runs.filter((run) => run.ev === 'start' || run.ev === 'end').sort((a, b) => a.at - b.at || (a.ev === 'end' ? -1 : 1))
+  const now = new Map<string, number>()
+  const most = new Map<string, number>()
+  for (const run of events) {
+    const k = key(run)
+    const value = (now.get(k) ?? 0) + (run.ev === 'start' ? 1 : -1)
+    now.set(k, value)
+    most.set(k, Math.max(most.get(k) ?? 0, value))
+  }
+  return most
+}
+
+/** Every update's reply arrived once, and each chat's replies came in the order of its updates. */
+function checkAnswered(t: Tap.Test, cluster: Cluster, sent: Map<number, number[]>): void {
+  const replies = cluster.replies().filter((text) => text.startsWith('reply '))
+  const order = replies.map((text) => Number(text.split(' ')[1]))
+  const counts = new Map<number, number>()
+  for (const id of order) counts.set(id, (counts.get(id) ?? 0) + 1)
+  const all = [...sent.values()].flat()
+  t.same(all.filter((id) => counts.get(id) !== 1), [], `each of the ${all.length} messages answered exactly once`)
+  const outOfOrder = [...sent.entries()].filter(([, ids]) => {
+    const got = order.filter((id) => ids.includes(id))
+    return got.some((id, i) => i > 0 && id < (got[i - 1] as number))
+  })
+  t.same(outOfOrder.map(([chat]) => chat), [], 'every chat answered in its order')
+}
+
+t.test('two intakes, three workers: 600 messages over 30 chats, all answered once, in order, one brain per chat', async (t) => {
+  const pg = await postgresOrSkip(t)
+  if (pg === undefined) return
+  const cluster = await startCluster(t, pg)
+  const chats = Array.from({ length: 30 }, (_, i) => 91_000 + i)
+  const sent = new Map<number, number[]>(chats.map((chat) => [chat, []]))
+  const posts: Promise<void>[] = []
+  let duplicates = 0
+  for (let i = 0; i < 600; i++) {
+    const chat = chats[i % chats.length] as number
+    const update = cluster.emu.sendText({ chatId: chat, text: `m${i}` })
+    sent.get(chat)?.push(update.update_id)
+    const [first, second] = Math.random() < 0.5 ? cluster.intakes : [...cluster.intakes].reverse()
+    posts.push(deliver(cluster, update, first as ServiceProcess))
+    // One in ten also reaches the other intake, as a Telegram re-send after a lost answer would.
+    if (i % 10 === 3) {
+      duplicates++
+      posts.push(deliver(cluster, update, second as ServiceProcess))
+    }
+    if (i % 30 === 29) await delay(20)
+  }
+  await Promise.all(posts)
+  const total = 600
+  await eventually(() => cluster.replies().filter((text) => text.startsWith('reply ')).length >= total, 180_000, 'all 600 replies')
+  await delay(1000)
+  checkAnswered(t, cluster, sent)
+  const runs = cluster.runs()
+  const starts = runs.filter((run) => run.ev === 'start')
+  t.equal(starts.length, total, `each message's brain ran once (${duplicates} sent to both intakes)`)
+  const perChat = maxOverlap(runs, (run) => String(run.chatId))
+  t.ok([...perChat.values()].every((most) => most === 1), 'never two brains of one chat at once')
+  const perWorker = maxOverlap(runs, (run) => run.worker)
+  t.ok([...perWorker.values()].every((most) => most <= SLOTS), `at most ${SLOTS} brains per worker at any moment: ${JSON.stringify(Object.fromEntries(perWorker))}`)
+  t.equal(perWorker.size, 3, 'every worker took part')
+})
