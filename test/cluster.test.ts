@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -34,7 +34,7 @@ interface Cluster {
   replies(): string[]
 }
 
-async function startCluster(t: Tap.Test, pg: TestPostgres, { intakes = 2, workers = 3, env = {} as Record<string, string> } = {}): Promise<Cluster> {
+async function startCluster(t: Test, pg: TestPostgres, { intakes = 2, workers = 3, env = {} as Record<string, string> } = {}): Promise<Cluster> {
   const databaseUrl = await pg.createDatabase()
   const emu = await startEmulator({ token: TOKEN })
   const shared = tempDir('coordinator-cluster-')
@@ -143,7 +143,7 @@ function maxOverlap(runs: readonly Run[], key: (run: Run) => string): Map<string
 }
 
 /** Every update's reply arrived once, and each chat's replies came in the order of its updates. */
-function checkAnswered(t: Tap.Test, cluster: Cluster, sent: Map<number, number[]>): void {
+function checkAnswered(t: Test, cluster: Cluster, sent: Map<number, number[]>): void {
   const replies = cluster.replies().filter((text) => text.startsWith('reply '))
   const order = replies.map((text) => Number(text.split(' ')[1]))
   const counts = new Map<number, number>()
