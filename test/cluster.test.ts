@@ -192,3 +192,121 @@ t.test('two intakes, three workers: 600 messages over 30 chats, all answered onc
   t.ok([...perWorker.values()].every((most) => most <= SLOTS), `at most ${SLOTS} brains per worker at any moment: ${JSON.stringify(Object.fromEntries(perWorker))}`)
   t.equal(perWorker.size, 3, 'every worker took part')
 })
+
+t.test('workers SIGKILLed mid-brain, twice, and an intake: their chats resume elsewhere within 60 s, redelivered, nothing lost, in order', async (t) => {
+  const pg = await postgresOrSkip(t)
+  if (pg === undefined) return
+  const cluster = await startCluster(t, pg)
+  const chats = Array.from({ length: 12 }, (_, i) => 92_000 + i)
+  const sent = new Map<number, number[]>(chats.map((chat) => [chat, []]))
+  const posts: Promise<void>[] = []
+  const send = (count: number, from: number): void => {
+    for (let i = from; i < from + count; i++) {
+      const chat = chats[i % chats.length] as number
+      // Every fourth message runs 2 s, so that a kill finds brains running.
+      const update = cluster.emu.sendText({ chatId: chat, text: i % 4 === 0 ? `m${i} sleep=2` : `m${i}` })
+      sent.get(chat)?.push(update.update_id)
+      posts.push(deliver(cluster, update, cluster.intakes[i % 2] as ServiceProcess))
+    }
+  }
+  const kills: { worker: string; at: number; inFlight: number[] }[] = []
+  const killBusiest = async (): Promise<void> => {
+    const busy = await eventually(() => {
+      const running = inFlight(cluster.runs())
+      const [worker] = [...cluster.workers.keys()].filter((name) => cluster.workers.get(name)?.running && running.some((run) => run.worker === name))
+      return worker
+    }, 30_000, 'a worker running a brain')
+    const svc = cluster.workers.get(busy) as ServiceProcess
+    await svc.stop('SIGKILL')
+    const at = Date.now()
+    kills.push({ worker: busy, at, inFlight: inFlight(cluster.runs()).filter((run) => run.worker === busy).map((run) => run.updateId) })
+  }
+  send(60, 0)
+  await killBusiest()
+  await cluster.startWorker('worker4')
+  send(60, 60)
+  // An intake killed: what it answered 200 is stored; the rest goes to the other one.
+  await (cluster.intakes[0] as ServiceProcess).stop('SIGKILL')
+  await killBusiest()
+  send(30, 120)
+  await Promise.all(posts)
+  await eventually(() => cluster.replies().filter((text) => text.startsWith('reply ')).length >= 150, 180_000, 'all 150 replies')
+  await delay(1000)
+  checkAnswered(t, cluster, sent)
+  const runs = cluster.runs()
+  for (const kill of kills) {
+    t.ok(kill.inFlight.length > 0, `${kill.worker} was running brains when killed`)
+    for (const updateId of kill.inFlight) {
+      const again = runs.find((run) => run.ev === 'start' && run.updateId === updateId && run.worker !== kill.worker && run.at > kill.at)
+      t.ok(again?.redelivered, `message ${updateId} ran again on ${again?.worker}, flagged redelivered`)
+      t.ok(again !== undefined && again.at - kill.at <= 60_000, `within 60 s of the kill (${again ? again.at - kill.at : '—'} ms)`)
+    }
+  }
+  const killed = new Set(kills.map((kill) => kill.worker))
+  const perChat = maxOverlap(runs.filter((run) => !killed.has(run.worker)), (run) => String(run.chatId))
+  t.ok([...perChat.values()].every((most) => most === 1), 'never two brains of one chat at once on the live workers')
+})
+
+t.test('Postgres stopped for 10 s: intakes answer 503, workers stop their brains and resume, nothing lost', async (t) => {
+  const pg = await postgresOrSkip(t, { outages: true })
+  if (pg === undefined) return
+  const cluster = await startCluster(t, pg, { intakes: 1, workers: 2 })
+  const [intake] = cluster.intakes as [ServiceProcess]
+  const chats = [93_001, 93_002, 93_003, 93_004]
+  const sent = new Map<number, number[]>(chats.map((chat) => [chat, []]))
+  const posts: Promise<void>[] = []
+  for (let i = 0; i < 24; i++) {
+    const chat = chats[i % chats.length] as number
+    const update = cluster.emu.sendText({ chatId: chat, text: i < 4 ? `m${i} sleep=15` : `m${i}` })
+    sent.get(chat)?.push(update.update_id)
+    posts.push(deliver(cluster, update, intake))
+  }
+  await Promise.all(posts)
+  await eventually(() => inFlight(cluster.runs()).length >= 2, 20_000, 'long brains running')
+  await pg.stop()
+  const stoppedAt = Date.now()
+  const during = cluster.emu.sendText({ chatId: 93_001, text: 'during the outage' })
+  sent.get(93_001)?.push(during.update_id)
+  t.equal(await cluster.post(intake, during), 503, 'intake answers 503 while Postgres is down')
+  // A worker that cannot reach the database stops its brains before another may take its chats.
+  for (const worker of cluster.workers.values()) {
+    await worker.waitForLog((line) => /stopping this host's brains/u.test(line.msg), 15_000)
+  }
+  t.pass('both workers stopped their brains')
+  await delay(Math.max(0, 10_000 - (Date.now() - stoppedAt)))
+  await pg.start()
+  await deliver(cluster, during, intake)
+  await eventually(() => {
+    const replied = new Set(cluster.replies().filter((text) => text.startsWith('reply ')))
+    return [...sent.values()].flat().every((id) => replied.has(`reply ${id}`))
+  }, 120_000, 'every message answered after the outage')
+  t.pass('every message answered after the outage')
+  const redelivered = cluster.runs().filter((run) => run.ev === 'start' && run.redelivered)
+  t.ok(redelivered.length >= 2, `the stopped brains ran again, flagged redelivered (${redelivered.length})`)
+})
+
+t.test('/cancel sent to an intake stops a brain running on a worker within 1 s', async (t) => {
+  const pg = await postgresOrSkip(t)
+  if (pg === undefined) return
+  const cluster = await startCluster(t, pg, { intakes: 1, workers: 1 })
+  const [intake] = cluster.intakes as [ServiceProcess]
+  const worker = cluster.workers.get('worker1') as ServiceProcess
+  const long = cluster.emu.sendText({ chatId: 94_001, text: 'long sleep=30' })
+  await deliver(cluster, long, intake)
+  await eventually(() => inFlight(cluster.runs()).some((run) => run.updateId === long.update_id), 20_000, 'the long brain running')
+  const cancel = cluster.emu.sendText({ chatId: 94_001, text: '/cancel' })
+  const postedAt = Date.now()
+  t.equal(await cluster.post(intake, cancel), 200)
+  const stopped = await worker.waitForLog((line) => line.msg === 'brain stopped by a message to another host', 10_000)
+  t.ok(stopped.time - postedAt <= 1000, `the worker stopped the brain ${stopped.time - postedAt} ms after /cancel reached the intake`)
+  await eventually(() => cluster.replies().some((text) => text.startsWith('⏹ Stopped the brain')), 10_000, 'the /cancel answer')
+  await delay(2000)
+  t.notOk(cluster.runs().some((run) => run.ev === 'end' && run.updateId === long.update_id), 'the brain never finished its sleep')
+  t.notOk(cluster.replies().includes(`reply ${long.update_id}`), 'and sent no reply')
+})
+
+/** Brains started and not yet ended. */
+function inFlight(runs: readonly Run[]): Run[] {
+  const ended = new Set(runs.filter((run) => run.ev === 'end').map((run) => `${run.updateId}/${run.worker}`))
+  return runs.filter((run) => run.ev === 'start' && !ended.has(`${run.updateId}/${run.worker}`))
+}

@@ -159,9 +159,13 @@ export class ClusterWorker {
           }
         },
       })
+      // A message left unfinished (stopped with the host, or its outcome not stored) keeps its
+      // chat's wake-up in the queue: the chat's next turn, on whichever host, runs it again.
+      const after = await store.get(message.seq)
+      if (after !== undefined && (after.state === 'running' || (after.state === 'queued' && message.state === 'queued' && !abort.signal.aborted))) {
+        throw new Error(`message ${message.seq} of chat ${chatId} is still ${after.state}; its wake-up goes back to the queue`)
+      }
       if (abort.signal.aborted && (abort.signal.reason as StopReason) === 'shutdown') {
-        // Its message stays marked running: the wake-up goes back to the queue, and the next turn
-        // of the chat, on whichever host, runs it again, flagged redelivered.
         throw new Error('stopped with the host; the chat goes back to the queue')
       }
       if (chatState !== undefined && fs.existsSync(chatDir)) {
