@@ -118,7 +118,7 @@ export const DEFAULTS = {
   edits: 'ignore',
   logLevel: 'info',
   inboxRetentionH: 72,
-  chatStateMaxMb: 20,
+  chatStateMaxMb: 64,
   brainSandbox: 'on',
   brainNetwork: 'on',
   mediaQuotaMb: 2048,

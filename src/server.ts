@@ -7,6 +7,7 @@ import { Coordinator } from './coordinator.js'
 import { ClusterNode, parseRole, ROLES, type Role } from './cluster/node.js'
 import { UsageError } from './cli/usage.js'
 import type { ClusterStats } from './store/postgres/store.js'
+import { ChatStateSync } from './store/postgres/chat-state.js'
 import { EventLoopDelay } from './health.js'
 import { LoopStallWatch } from './loop-stalls.js'
 import { createLogger } from './log.js'
@@ -139,6 +140,7 @@ async function startClusterService(config: Config, databaseUrl: string, logger: 
     log: logger,
     sandbox,
     mediaQuota,
+    chatState: (store) => (config.chatStateMaxBytes > 0 ? new ChatStateSync({ pool: store.pool, maxBytes: config.chatStateMaxBytes, log: logger }) : undefined),
   })
   try {
     await node.start()
@@ -155,7 +157,12 @@ async function startClusterService(config: Config, databaseUrl: string, logger: 
   }
   const loopDelay = new EventLoopDelay()
   let stats: ClusterStats | undefined
-  const statsTimer = setInterval(() => node.clusterStats().then((value) => (stats = value), () => undefined), 2000)
+  const statsTimer = setInterval(() => {
+    node.clusterStats().then(
+      (value) => (stats = value),
+      () => undefined,
+    )
+  }, 2000)
   statsTimer.unref()
   metrics.observe({
     queued: () => stats?.queued ?? 0,

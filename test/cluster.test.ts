@@ -310,3 +310,30 @@ function inFlight(runs: readonly Run[]): Run[] {
   const ended = new Set(runs.filter((run) => run.ev === 'end').map((run) => `${run.updateId}/${run.worker}`))
   return runs.filter((run) => run.ev === 'start' && !ended.has(`${run.updateId}/${run.worker}`))
 }
+
+t.test("a chat's directory follows it from one worker host to the next", async (t) => {
+  const pg = await postgresOrSkip(t)
+  if (pg === undefined) return
+  const cluster = await startCluster(t, pg, { intakes: 1, workers: 1 })
+  const [intake] = cluster.intakes as [ServiceProcess]
+  const chat = 95_001
+  const replyOf = async (text: string): Promise<string> => {
+    const update = cluster.emu.sendText({ chatId: chat, text })
+    await deliver(cluster, update, intake)
+    return eventually(() => cluster.replies().find((reply) => reply.startsWith(`reply ${update.update_id} `)), 30_000, `the reply to ${text}`)
+  }
+  t.match(await replyOf('one'), / turns=1$/u, 'worker1 ran the first turn')
+  // worker1 leaves; worker2, a host with an empty STATE_DIR of its own, takes the chat.
+  await (cluster.workers.get('worker1') as ServiceProcess).stop('SIGTERM')
+  await cluster.startWorker('worker2')
+  t.match(await replyOf('two'), / turns=2$/u, "worker2 found the chat's directory as worker1 left it")
+  await cluster.startWorker('worker3')
+  await (cluster.workers.get('worker2') as ServiceProcess).stop('SIGTERM')
+  t.match(await replyOf('three'), / turns=3$/u, 'and so did worker3')
+  t.same([...new Set(cluster.runs().filter((run) => run.ev === 'start').map((run) => run.worker))], ['worker1', 'worker2', 'worker3'], 'one turn on each host')
+  const forget = cluster.emu.sendText({ chatId: chat, text: '/new' })
+  await deliver(cluster, forget, intake)
+  await eventually(() => cluster.replies().some((reply) => reply.startsWith('🆕')), 10_000, 'the /new answer')
+  t.match(await replyOf('four'), / turns=1$/u, '/new forgot it on every host')
+})
+

@@ -8,6 +8,7 @@ import { JobStopped, type RunningJob, type StopReason, type Work } from '../disp
 import { ChatEngine, releasePool, sweepDead } from '../dispatch/engine.js'
 import { MAX_INTERRUPTIONS } from '../store/inbox.js'
 import { DEAD_AFTER_MS, type PostgresStore } from '../store/postgres/store.js'
+import { ChatStateError } from '../store/postgres/chat-state.js'
 import { notify } from '../telegram/delivery.js'
 import type { TelegramClient } from '../telegram/client.js'
 
@@ -140,7 +141,16 @@ export class ClusterWorker {
     this.#turns.set(chatId, turn)
     const chatDir = chatDirOf(stateDir, chatId)
     try {
-      if (chatState !== undefined && message.state === 'queued') await chatState.pull(chatId, chatDir)
+      if (chatState !== undefined && message.state === 'queued') {
+        try {
+          await chatState.pull(chatId, chatDir)
+        } catch (error) {
+          // The database is unreachable: the wake-up is retried. A stored state that fails the
+          // extraction checks is refused whole: the brain runs with what this host has.
+          if (!(error instanceof ChatStateError)) throw error
+          log.error({ err: error, chat_id: chatId }, 'the chat\'s stored state was refused; running with this host\'s copy')
+        }
+      }
       await this.#deps.work(job, {
         signal: abort.signal,
         settle: () => {

@@ -64,6 +64,9 @@ const CASES: [Record<string, string | undefined>, string, RegExp][] = [
   [{ INBOX: 'redis' }, 'INBOX', /must be "sqlite" \(durable, the default\) or "memory"; got "redis"/u],
   [{ INBOX_RETENTION_H: '12' }, 'INBOX_RETENTION_H', /must be a number of hours at least 24 \(decimals allowed, e\.g\. 72\); got "12"/u],
   [{ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL', /must be one of fatal, error, warn, info, debug, trace, silent; got "verbose"/u],
+  [{ DATABASE_URL: 'db.example.com' }, 'DATABASE_URL', /must be a URL such as postgresql:\/\//u],
+  [{ DATABASE_URL: 'mysql://db/x' }, 'DATABASE_URL', /must start with postgresql:\/\/ \(got mysql:\/\/\); unset it for the single-host SQLite inbox/u],
+  [{ CHAT_STATE_MAX_MB: '-1' }, 'CHAT_STATE_MAX_MB', /CHAT_STATE_MAX_MB must be/u],
 ]
 
 t.test('every bad setting: one line that starts with the variable and says the fix', async (t) => {
@@ -84,7 +87,7 @@ t.test('every bad setting: one line that starts with the variable and says the f
 t.test('every variable in the table has a row', async (t) => {
   const covered = new Set(CASES.map(([, variable]) => variable))
   // HOST, STATE_DIR and LOCK_DIR take any value; their problems show when the service uses them.
-  for (const variable of ['TELEGRAM_BOT_TOKEN', 'TELEGRAM_WEBHOOK_SECRET', 'TELEGRAM_WEBHOOK_SECRET_PREVIOUS', 'TELEGRAM_API_ROOT', 'ALLOWED_CHAT_IDS', 'ALLOWED_USER_IDS', 'ALLOW_ALL_CHATS', 'TRUSTED_PROXIES', 'BRAIN_COMMAND', 'BRAIN_INPUT', 'BRAIN_ENV_ALLOW', 'PORT', 'WEBHOOK_PATH', 'MAX_CONCURRENT_BRAINS', 'BRAIN_TIMEOUT_S', 'MESSAGE_BUDGET_S', 'KILL_GRACE_S', 'SHUTDOWN_GRACE_S', 'ACK_EMOJI', 'ACK_MODE', 'REACTION_DONE', 'REACTION_FAILED', 'REACTION_TIMEOUT', 'BUSY_MODE', 'EDITS', 'INBOX', 'INBOX_RETENTION_H', 'LOG_LEVEL']) {
+  for (const variable of ['TELEGRAM_BOT_TOKEN', 'TELEGRAM_WEBHOOK_SECRET', 'TELEGRAM_WEBHOOK_SECRET_PREVIOUS', 'TELEGRAM_API_ROOT', 'ALLOWED_CHAT_IDS', 'ALLOWED_USER_IDS', 'ALLOW_ALL_CHATS', 'TRUSTED_PROXIES', 'BRAIN_COMMAND', 'BRAIN_INPUT', 'BRAIN_ENV_ALLOW', 'PORT', 'WEBHOOK_PATH', 'MAX_CONCURRENT_BRAINS', 'BRAIN_TIMEOUT_S', 'MESSAGE_BUDGET_S', 'KILL_GRACE_S', 'SHUTDOWN_GRACE_S', 'ACK_EMOJI', 'ACK_MODE', 'REACTION_DONE', 'REACTION_FAILED', 'REACTION_TIMEOUT', 'BUSY_MODE', 'EDITS', 'INBOX', 'INBOX_RETENTION_H', 'LOG_LEVEL', 'DATABASE_URL', 'CHAT_STATE_MAX_MB']) {
     t.ok(covered.has(variable), variable)
   }
 })
@@ -104,6 +107,8 @@ t.test('the defaults the README documents', async (t) => {
     busyMode: 'queue',
     edits: 'ignore',
     inbox: 'sqlite',
+    databaseUrl: undefined,
+    chatStateMaxBytes: 64 * 1024 * 1024,
     logLevel: 'info',
     inboxRetentionMs: 72 * 3600_000,
     brain: { input: 'json', envAllow: [], timeoutMs: 90_000, messageBudgetMs: 180_000, killGraceMs: 5000, sandbox: 'on', network: 'on' },

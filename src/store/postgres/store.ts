@@ -1,4 +1,5 @@
 import pg from 'pg'
+import { ChatStateSync } from './chat-state.js'
 import {
   crashLoopNotice,
   InboxWriteError,
@@ -166,6 +167,7 @@ export class PostgresStore implements TurnStore {
       await client.query('BEGIN')
       await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
       await client.query(SCHEMA)
+      await ChatStateSync.migrate(client)
       await client.query('COMMIT')
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined)
