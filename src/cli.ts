@@ -85,7 +85,7 @@ const COMMANDS: Record<string, Command> = {
       '  --limit N      at most N messages, newest first',
       '  --json         print JSON',
       '',
-      'Reads the inbox in STATE_DIR.',
+      'Reads the inbox in STATE_DIR, or with DATABASE_URL the Postgres store every host shares.',
     ].join('\n'),
     run: async (args) => (await import('./cli/inbox.js')).inboxCommand(args),
   },

@@ -7,6 +7,7 @@ import { ConfigError, loadConfig, type Config } from '../config.js'
 import { BrainCommandError, checkBrainCommand } from '../brain/preflight.js'
 import { BrainSandbox } from '../brain/sandbox.js'
 import { INBOX_FILE, SqliteInbox } from '../store/sqlite.js'
+import { createPool } from '../store/postgres/store.js'
 import { handledUpdates } from '../telegram/updates.js'
 import { commandApi, describeTelegramFailure, isBadToken } from './telegram-api.js'
 import { UsageError } from './usage.js'
@@ -48,6 +49,7 @@ export async function checkCommand(args: string[]): Promise<number> {
   report(checkBrain(config))
   report(checkSandbox(config))
   report(checkStateDir(config))
+  if (config.databaseUrl !== undefined) report(await checkDatabase(config.databaseUrl))
   report(checkLockDir(config))
   report(await checkService(config))
   const api = commandApi(config)
@@ -66,7 +68,7 @@ export async function checkCommand(args: string[]): Promise<number> {
 function describeConfig(config: Config): string {
   const chats = config.allowedChats === 'all' ? 'any chat (ALLOW_ALL_CHATS=1)' : `${config.allowedChats.size} allowed chat(s)`
   const users = config.allowedUsers.size === 0 ? '' : ` and ${config.allowedUsers.size} allowed user(s)`
-  return `valid; ${chats}${users}, ${config.maxConcurrentBrains} brain slot(s), inbox ${config.inbox}, listening on ${config.host}:${config.port}${config.webhookPath}`
+  return `valid; ${chats}${users}, ${config.maxConcurrentBrains} brain slot(s), inbox ${config.databaseUrl === undefined ? config.inbox : 'postgres'}, listening on ${config.host}:${config.port}${config.webhookPath}`
 }
 
 function checkBrain(config: Config): Finding {
@@ -112,6 +114,7 @@ function checkStateDir(config: Config): Finding {
   if (!verdict.ok) return { ok: false, what, detail: verdict.detail }
   const where = verdict.detail
   if (config.inbox === 'memory') return { ok: true, what, detail: `${where} (INBOX=memory: no inbox on disk)` }
+  if (config.databaseUrl !== undefined) return { ok: true, what, detail: `${where} (messages are in Postgres: DATABASE_URL)` }
   const file = path.join(dir, INBOX_FILE)
   // Creating the inbox here could leave it owned by whoever ran the check; the service creates it.
   if (!fs.existsSync(file)) return { ok: true, what, detail: `${where}; no inbox yet (the service creates ${INBOX_FILE} at start)` }
@@ -130,6 +133,30 @@ function checkStateDir(config: Config): Finding {
     return { ok: true, what, detail: `${where}; inbox ${file} opens and is writable (${Math.ceil(sizeBytes / 1024)} KiB, ${queued})` }
   } finally {
     inbox.close()
+  }
+}
+
+/** DATABASE_URL: the server answers, and the service's user may create its schemas (or they exist). */
+async function checkDatabase(databaseUrl: string): Promise<Finding> {
+  const what = 'DATABASE_URL'
+  const pool = createPool(databaseUrl, 1, 'coordinator check')
+  try {
+    const { rows } = await pool.query<{ version: string; can_create: boolean; has_schema: boolean }>(
+      `SELECT current_setting('server_version') AS version,
+              has_database_privilege(current_database(), 'CREATE') AS can_create,
+              to_regclass('coordinator.messages') IS NOT NULL AS has_schema`,
+    )
+    const row = rows[0] as { version: string; can_create: boolean; has_schema: boolean }
+    if (!row.has_schema && !row.can_create) {
+      return { ok: false, what, detail: `Postgres ${row.version} answers, but this user may not create the service's schemas; make it the database's owner (createdb -O)` }
+    }
+    if (!row.has_schema) return { ok: true, what, detail: `Postgres ${row.version} answers; no schema yet (the service creates it at start)` }
+    const queued = await pool.query<{ queued: number }>(`SELECT count(*)::int AS queued FROM coordinator.messages WHERE state = 'queued'`)
+    return { ok: true, what, detail: `Postgres ${row.version} answers; ${queued.rows[0]?.queued ?? 0} message(s) queued` }
+  } catch (error) {
+    return { ok: false, what, detail: `Postgres cannot be reached or refused the login (${(error as Error).message}); check the address, the password and that it runs` }
+  } finally {
+    await pool.end().catch(() => undefined)
   }
 }
 

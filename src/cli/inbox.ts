@@ -2,7 +2,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { loadStateDir } from '../config.js'
-import { MESSAGE_STATES, type MessageState, type StoredMessage } from '../store/inbox.js'
+import { engineWakeUp } from '../dispatch/engine.js'
+import { MESSAGE_STATES, type ListFilter, type MessageState, type StoredMessage } from '../store/inbox.js'
+import { createPool, PostgresStore } from '../store/postgres/store.js'
+import { CommandFailed } from './failure.js'
 import { INBOX_FILE, SqliteInbox } from '../store/sqlite.js'
 import { UsageError } from './usage.js'
 
@@ -24,15 +27,11 @@ export async function inboxCommand(args: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
     },
   })
-  const stateDir = loadStateDir()
-  if (!fs.existsSync(path.join(stateDir, INBOX_FILE))) {
-    throw new UsageError(`no inbox at ${path.join(stateDir, INBOX_FILE)}; set STATE_DIR to the service's state directory`)
-  }
-  const inbox = new SqliteInbox(stateDir)
+  const inbox = await openInbox()
   try {
-    if (positionals[0] === 'retry') return retry(inbox, positionals[1], values.json)
+    if (positionals[0] === 'retry') return await retry(inbox, positionals[1], values.json)
     if (positionals.length > 0) throw new UsageError(`unknown inbox subcommand "${positionals[0]}"; use "inbox" or "inbox retry ID"`)
-    const messages = inbox.list({
+    const messages = await inbox.list({
       chatId: values.chat === undefined ? undefined : wholeNumber('--chat', values.chat, true),
       state: values.state === undefined ? undefined : messageState(values.state),
       limit: wholeNumber('--limit', values.limit, false),
@@ -40,15 +39,42 @@ export async function inboxCommand(args: string[]): Promise<number> {
     process.stdout.write(values.json ? `${JSON.stringify(messages.map(toJson), null, 2)}\n` : formatTable(messages))
     return 0
   } finally {
-    inbox.close()
+    await inbox.close()
   }
 }
 
-function retry(inbox: SqliteInbox, id: string | undefined, json: boolean): number {
+/** What the command reads: the SQLite inbox in STATE_DIR, or the shared store with DATABASE_URL. */
+interface InboxView {
+  list(filter: ListFilter): StoredMessage[] | Promise<StoredMessage[]>
+  retry(seq: number): StoredMessage | Promise<StoredMessage>
+  close(): void | Promise<void>
+}
+
+async function openInbox(): Promise<InboxView> {
+  const databaseUrl = process.env['DATABASE_URL']
+  if (databaseUrl !== undefined && databaseUrl !== '') {
+    const pool = createPool(databaseUrl, 1, 'coordinator inbox')
+    const store = new PostgresStore(pool, engineWakeUp, 'cli')
+    try {
+      await pool.query('SELECT 1 FROM coordinator.messages LIMIT 1')
+    } catch (error) {
+      await pool.end()
+      throw new CommandFailed(`the Postgres store in DATABASE_URL cannot be read: ${(error as Error).message}`)
+    }
+    return { list: (filter) => store.list(filter), retry: (seq) => store.retry(seq), close: () => pool.end() }
+  }
+  const stateDir = loadStateDir()
+  if (!fs.existsSync(path.join(stateDir, INBOX_FILE))) {
+    throw new UsageError(`no inbox at ${path.join(stateDir, INBOX_FILE)}; set STATE_DIR to the service's state directory (or DATABASE_URL in the Postgres mode)`)
+  }
+  return new SqliteInbox(stateDir)
+}
+
+async function retry(inbox: InboxView, id: string | undefined, json: boolean): Promise<number> {
   if (id === undefined) throw new UsageError('inbox retry needs the message id (the first column of `coordinator inbox`)')
   let message: StoredMessage
   try {
-    message = inbox.retry(wholeNumber('ID', id, false))
+    message = await inbox.retry(wholeNumber('ID', id, false))
   } catch (error) {
     if (error instanceof RangeError) throw new UsageError(error.message)
     throw error

@@ -22,6 +22,8 @@ const SWEEP_MS = 5000
 // The channel that carries /cancel (and BUSY_MODE=interrupt) to the host running a chat's brain.
 export const CHAT_CHANNEL = 'coordinator_chats'
 const RELISTEN_MS = 1000
+// A chat whose turn failed for the service's own reasons is tried again after this long.
+const RETRY_AFTER_MS = 2000
 
 /** What a NOTIFY on {@link CHAT_CHANNEL} says: stop this chat's current message, for this reason. */
 export interface ChatSignal {
@@ -127,10 +129,29 @@ export class ClusterWorker {
 
   /** A chat's wake-up: its next message (or unsent reply) handled under the engine's lock on its queue. */
   async #handle(chatId: number, engineSignal: AbortSignal): Promise<void> {
+    let again: 'now' | 'soon' | undefined
+    try {
+      again = await this.#turn(chatId, engineSignal)
+    } catch (error) {
+      this.#deps.log.warn({ err: error, chat_id: chatId }, "the chat's turn failed; it is woken up again")
+      again = 'soon'
+    }
+    // Not failed (the engine retries a failed job after a backoff that grows to minutes) but done,
+    // with a fresh wake-up in its place. Without the database this throws: the job stays this
+    // host's, and goes back to the queue when the database answers again (#recover) or the others
+    // give this host up.
+    if (again !== undefined) await this.#deps.store.wakeUp(chatId, again === 'now' ? 0 : RETRY_AFTER_MS)
+  }
+
+  /**
+   * The chat's next message (or unsent reply), run as on one host. Returns when the chat must be
+   * woken up again: its message is unfinished (stopped with the host, or its outcome not stored).
+   */
+  async #turn(chatId: number, engineSignal: AbortSignal): Promise<'now' | 'soon' | undefined> {
     const { store, log, chatState, stateDir } = this.#deps
-    if (this.#fenced || this.#stopping) throw new Error('this host is not taking chats now')
+    if (this.#fenced || this.#stopping) return 'now'
     const head = await store.takeHead(chatId, MAX_INTERRUPTIONS, Date.now())
-    if (head === undefined) return
+    if (head === undefined) return undefined
     const { message, reclaimed } = head
     if (reclaimed > 0) log.warn({ chat_id: chatId, reclaimed }, 'messages of a host that died or lost the database taken back')
     const abort = new AbortController()
@@ -169,14 +190,13 @@ export class ClusterWorker {
           }
         },
       })
-      // A message left unfinished (stopped with the host, or its outcome not stored) keeps its
-      // chat's wake-up in the queue: the chat's next turn, on whichever host, runs it again.
+      // Stopped with the host: the chat's next turn, on whichever host, runs its message again.
+      if (abort.signal.aborted && (abort.signal.reason as StopReason) === 'shutdown') return 'now'
+      // Its outcome not stored (or the turn ended without one): the same, a little later.
       const after = await store.get(message.seq)
       if (after !== undefined && (after.state === 'running' || (after.state === 'queued' && message.state === 'queued' && !abort.signal.aborted))) {
-        throw new Error(`message ${message.seq} of chat ${chatId} is still ${after.state}; its wake-up goes back to the queue`)
-      }
-      if (abort.signal.aborted && (abort.signal.reason as StopReason) === 'shutdown') {
-        throw new Error('stopped with the host; the chat goes back to the queue')
+        log.warn({ chat_id: chatId, seq: message.seq, state: after.state }, 'message unfinished after its turn; the chat is woken up again')
+        return 'soon'
       }
       if (chatState !== undefined && fs.existsSync(chatDir)) {
         const pushed = await chatState.push(chatId, chatDir)
@@ -185,6 +205,7 @@ export class ClusterWorker {
           await notify(this.#deps.telegram, message, notice, log)
         }
       }
+      return undefined
     } finally {
       engineSignal.removeEventListener('abort', onEngineStop)
       this.#turns.delete(chatId)

@@ -15,15 +15,16 @@ import type { WakeUp } from '../store/postgres/store.js'
  */
 
 const TASK = 'chat'
-// A wake-up is retried if its handler throws (the database went away mid-turn), for days.
+// A wake-up whose handler throws (only when the database is gone) is retried by the engine.
 const MAX_ATTEMPTS = 1000
 // Jobs due later (a retry) are looked for this often; new ones arrive at once by LISTEN/NOTIFY.
 const POLL_INTERVAL_MS = 1000
 
 /** The SQL that stores a chat's wake-up job, run in the statement that stores its message. */
 export const engineWakeUp: WakeUp = {
-  sql: (chatId) =>
-    `graphile_worker.add_job('${TASK}', json_build_object('chat_id', ${chatId}), queue_name => 'chat:' || ${chatId}, max_attempts => ${MAX_ATTEMPTS})`,
+  sql: (chatId, delaySeconds) =>
+    `graphile_worker.add_job('${TASK}', json_build_object('chat_id', ${chatId}), queue_name => 'chat:' || ${chatId}, max_attempts => ${MAX_ATTEMPTS}` +
+    (delaySeconds === undefined ? ')' : `, run_at => now() + make_interval(secs => ${delaySeconds}))`),
 }
 
 /** Creates or updates the engine's own schema (graphile_worker). */
@@ -75,20 +76,27 @@ export class ChatEngine {
 }
 
 /**
- * Marks as stopped the hosts whose heartbeat is older than `deadAfterMs`, and hands the jobs their
- * engine workers held back to the queue, where another host takes them. Returns the hosts' ids.
+ * Marks as stopped the hosts whose heartbeat is older than `deadAfterMs`, and hands back to the
+ * queue every job locked by an engine pool that no live host owns (a dead host's, or one that died
+ * before its first heartbeat named its pool), where another host takes it. Returns the dead hosts' ids.
  */
 export async function sweepDead(pool: pg.Pool, deadAfterMs: number): Promise<string[]> {
   const client = await pool.connect()
   try {
     await client.query('BEGIN')
-    const { rows } = await client.query<{ id: string; pool_id: string | null }>(
+    const { rows } = await client.query<{ id: string }>(
       `UPDATE coordinator.workers SET stopped = true
-       WHERE NOT stopped AND heartbeat_at < now() - make_interval(secs => $1) RETURNING id, pool_id`,
+       WHERE NOT stopped AND heartbeat_at < now() - make_interval(secs => $1) RETURNING id`,
       [deadAfterMs / 1000],
     )
-    const poolIds = rows.flatMap((row) => (row.pool_id === null ? [] : [row.pool_id]))
-    if (poolIds.length > 0) await client.query('SELECT graphile_worker.force_unlock_workers($1::text[])', [poolIds])
+    await client.query(
+      `SELECT graphile_worker.force_unlock_workers(array_agg(DISTINCT locked_by))
+       FROM graphile_worker.jobs
+       WHERE locked_by IS NOT NULL AND locked_at < now() - make_interval(secs => $1)
+         AND locked_by NOT IN (SELECT pool_id FROM coordinator.workers WHERE NOT stopped AND pool_id IS NOT NULL)
+       HAVING count(*) > 0`,
+      [deadAfterMs / 1000],
+    )
     await client.query('COMMIT')
     return rows.map((row) => row.id)
   } catch (error) {
@@ -104,11 +112,12 @@ export async function releasePool(pool: pg.Pool, poolId: string): Promise<void> 
   await pool.query('SELECT graphile_worker.force_unlock_workers($1::text[])', [[poolId]])
 }
 
-/** Jobs locked by hosts marked dead (should be none after a sweep), for /healthz. */
+/** Jobs locked by a pool no live host owns (none once the next sweep ran), for /healthz. */
 export async function jobsHeldByDead(pool: pg.Pool): Promise<number> {
   const { rows } = await pool.query(
     `SELECT count(*)::int AS held FROM graphile_worker.jobs
-     WHERE locked_by IN (SELECT pool_id FROM coordinator.workers WHERE stopped AND pool_id IS NOT NULL)`,
+     WHERE locked_by IS NOT NULL
+       AND locked_by NOT IN (SELECT pool_id FROM coordinator.workers WHERE NOT stopped AND pool_id IS NOT NULL)`,
   )
   return (rows[0] as { held: number }).held
 }

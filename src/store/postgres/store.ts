@@ -4,6 +4,7 @@ import {
   crashLoopNotice,
   InboxWriteError,
   type InboxStats,
+  type ListFilter,
   type MessageState,
   type NewMessage,
   type Outcome,
@@ -137,8 +138,11 @@ export interface ClusterStats {
 
 /** How the store wakes a chat's worker up: SQL run in the same statement that stores a message. */
 export interface WakeUp {
-  /** A SQL expression that enqueues a wake-up job for the chat whose id is the bigint expression `chatId`. */
-  readonly sql: (chatId: string) => string
+  /**
+   * A SQL expression that enqueues a wake-up job for the chat whose id is the bigint expression
+   * `chatId`, due at once or after the seconds of the expression `delaySeconds`.
+   */
+  readonly sql: (chatId: string, delaySeconds?: string) => string
 }
 
 /**
@@ -235,6 +239,12 @@ export class PostgresStore implements TurnStore {
     return rows.map(toMessage)
   }
 
+  /** How many of a chat's messages are queued. */
+  async countQueued(chatId: number): Promise<number> {
+    const { rows } = await this.pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM coordinator.messages WHERE chat_id = $1 AND state = 'queued'`, [chatId])
+    return (rows[0] as { count: number }).count
+  }
+
   async requeue(seqs: readonly number[]): Promise<void> {
     await this.#write(`UPDATE coordinator.messages SET state = 'queued' WHERE seq = ANY($1::bigint[]) AND state = 'running'`, [seqs])
   }
@@ -246,6 +256,11 @@ export class PostgresStore implements TurnStore {
       [at, chatId],
     )
     return rows.map((row) => (row as { seq: number }).seq)
+  }
+
+  /** Wakes a chat up again (its turn was stopped, or failed), at once or after `delayMs`. */
+  async wakeUp(chatId: number, delayMs: number): Promise<void> {
+    await this.#write(`SELECT ${this.#wakeUp.sql('$1::bigint', '$2::float8')} IS NOT NULL`, [chatId, delayMs / 1000])
   }
 
   /** /cancel of a message still waiting: cancelled unless a host started it meanwhile. */
@@ -316,6 +331,37 @@ export class PostgresStore implements TurnStore {
       queuedEverywhere: row.queued_everywhere,
       slotsEverywhere: row.slots_everywhere,
     }
+  }
+
+  /** The newest `limit` messages matching the filter, oldest first (`coordinator inbox`). */
+  async list({ chatId, state, limit = 50 }: ListFilter): Promise<StoredMessage[]> {
+    const { rows } = await this.pool.query<Row>(
+      `SELECT * FROM (SELECT * FROM coordinator.messages
+         WHERE ($1::bigint IS NULL OR chat_id = $1) AND ($2::text IS NULL OR state = $2)
+         ORDER BY seq DESC LIMIT $3) newest ORDER BY seq`,
+      [chatId ?? null, state ?? null, limit],
+    )
+    return rows.map(toMessage)
+  }
+
+  /**
+   * Re-queues a failed, timed-out or cancelled message and wakes its chat up, in one statement
+   * (`coordinator inbox retry`). Throws RangeError for a message that is not there or not finished.
+   */
+  async retry(seq: number): Promise<StoredMessage> {
+    const { rows } = await this.#write(
+      `WITH retried AS (
+         UPDATE coordinator.messages SET state = 'queued', attempts = 0, interruptions = 0, started_at = NULL,
+           finished_at = NULL, exit_code = NULL, exit_signal = NULL, stderr_tail = NULL, reply = NULL, reply_state = 'none', worker = NULL
+         WHERE seq = $1 AND state IN ('failed', 'timed_out', 'cancelled') RETURNING *)
+       SELECT retried.*, ${this.#wakeUp.sql('retried.chat_id')} IS NOT NULL AS woken FROM retried`,
+      [seq],
+    )
+    const row = rows[0] as Row | undefined
+    if (row !== undefined) return toMessage(row)
+    const message = await this.get(seq)
+    if (message === undefined) throw new RangeError(`no message with id ${seq} in the inbox`)
+    throw new RangeError(`message ${seq} is ${message.state}; only failed, timed_out or cancelled messages can be retried`)
   }
 
   /** Deletes up to `limit` finished messages older than `olderThan`; returns their update ids. */
