@@ -88,19 +88,41 @@ function startRole(postgresUrl: string, apiRoot: string, role: 'intake' | 'worke
 // ---------------------------------------------------------------------------------------------
 // 1. One intake: 👀 latency at a steady rate, and throughput at saturation.
 
-async function ackRun(postgres: TestPostgres, durationS: number): Promise<Run> {
+/** Cores busy on average while measuring: the machine, this benchmark's processes, and everything else. */
+interface Cores {
+  readonly machine: number
+  readonly intake: number
+  readonly postgres: number | undefined
+  readonly bench: number
+}
+
+type AckRun = Run & { readonly cores: Cores }
+
+async function ackRun(postgres: TestPostgres, durationS: number): Promise<AckRun> {
   process.stdout.write(`cluster: 👀 at ${ACK_RATE_PER_S} updates/s for ${durationS} s, one intake\n`)
   // In this process, so that one clock times both the delivery and the reaction's arrival.
   const emulator = await startEmulator({ token: TOKEN })
   try {
-    const intake = await startRole(await postgres.createDatabase(), emulator.url, 'intake')
+    const databaseUrl = await postgres.createDatabase()
+    const intake = await startRole(databaseUrl, emulator.url, 'intake')
     try {
       await pointWebhookAt(emulator.url, `${intake.url}${WEBHOOK_PATH}`)
       await sendSteadily(emulator, WARM_UP_S, WARM_UP_CHAT_BASE)
       await delay(500)
+      const before = { machine: machineCpu(), intake: cpuSecondsOf(intake.child.pid), postgres: postgresCpuSeconds(databaseUrl), bench: process.cpuUsage() }
+      const from = wallMs()
       const sent = await sendSteadily(emulator, durationS, 1)
+      const seconds = (wallMs() - from) / 1000
+      const postgresAfter = postgresCpuSeconds(databaseUrl)
+      const bench = process.cpuUsage(before.bench)
+      const cores: Cores = {
+        machine: busyCores(before.machine, machineCpu()),
+        intake: (cpuSecondsOf(intake.child.pid) - before.intake) / seconds,
+        postgres: before.postgres === undefined || postgresAfter === undefined ? undefined : (postgresAfter - before.postgres) / seconds,
+        bench: (bench.user + bench.system) / 1e6 / seconds,
+      }
       await delay(1000)
-      return { mode: 'api', ...measured(emulator, sent), health: summarize([]) }
+      return { mode: 'api', ...measured(emulator, sent), health: summarize([]), cores }
     } finally {
       await intake.child.stop()
     }
@@ -281,7 +303,7 @@ interface ScaleRun {
   /** Brains still waiting when the window closed: the queue never ran dry. */
   readonly backlogLeft: boolean
   /** Cores busy on average over the window: the whole machine, the workers (with their brains), Postgres, the bench's process (intake's emulator). */
-  readonly cores: { readonly machine: number; readonly workers: number; readonly intake: number; readonly postgres: number | undefined; readonly bench: number }
+  readonly cores: Cores & { readonly workers: number }
   readonly loadAverage: number
 }
 
@@ -485,7 +507,7 @@ function postgresCpuSeconds(databaseUrl: string): number | undefined {
 // The report.
 
 interface Results {
-  readonly ack: Run
+  readonly ack: AckRun
   readonly throughput: Throughput
   readonly dispatch: Dispatch
   readonly scaling: readonly ScaleRun[]
@@ -495,10 +517,8 @@ interface Results {
 const cores = (value: number | undefined): string => (value === undefined ? '–' : fmt(value, 2))
 
 /** Cores busy with what this benchmark did not start: the machine's other work while it measured. */
-const othersOf = (run: ScaleRun): number => {
-  const { machine, workers, intake, postgres, bench } = run.cores
-  return Math.max(0, machine - workers - intake - (postgres ?? 0) - bench)
-}
+const othersOf = ({ machine, intake, postgres, bench, workers = 0 }: Cores & { readonly workers?: number }): number =>
+  Math.max(0, machine - workers - intake - (postgres ?? 0) - bench)
 
 /** CPU µs per update, from cores busy and updates per second. */
 const perUpdate = (busy: number | undefined, rps: number): string => (busy === undefined ? '–' : fmt((busy * 1e6) / rps, 0))
@@ -519,7 +539,7 @@ function report({ ack, throughput, dispatch, scaling, durationS }: Results): Sec
     cores(run.cores.postgres),
     cores(run.cores.intake),
     cores(run.cores.bench),
-    cores(othersOf(run)),
+    cores(othersOf(run.cores)),
     fmt(run.loadAverage, 2),
     run.backlogLeft ? 'yes' : '**no**',
   ])
@@ -535,7 +555,7 @@ function report({ ack, throughput, dispatch, scaling, durationS }: Results): Sec
         whenMissed:
           `In this run the machine's CPU was ${fmt((100 * run.cores.machine) / machineCores, 0)}% busy over its ${machineCores} cores during the window ` +
           `(${saturated ? 'saturated' : 'not saturated'}): workers with their brains ${cores(run.cores.workers)} cores, Postgres ${cores(run.cores.postgres)}, ` +
-          `intake ${cores(run.cores.intake)}, the bench's process (emulator) ${cores(run.cores.bench)}, other processes ${cores(othersOf(run))}; ` +
+          `intake ${cores(run.cores.intake)}, the bench's process (emulator) ${cores(run.cores.bench)}, other processes ${cores(othersOf(run.cores))}; ` +
           `1-minute load average ${fmt(run.loadAverage, 2)}. ` +
           `One worker used ${cores(one?.cores.workers)} cores for ${fmt(one?.perS ?? Number.NaN, 1)} messages/s.` +
           (run.backlogLeft ? '' : ' The queue ran dry before the window closed.'),
@@ -546,7 +566,10 @@ function report({ ack, throughput, dispatch, scaling, durationS }: Results): Sec
       target: `👀 p99 ≤ ${ACK_TARGET_MS} ms at ${ACK_RATE_PER_S} updates/s, one intake (Postgres mode)`,
       measured: withMissing(ack.ack, ack.ack.p99),
       met: ack.ack.p99 <= ACK_TARGET_MS && ack.ack.missing === 0,
-      whenMissed: `In this run: 👀 p50 ${fmt(ack.ack.p50)} ms, max ${fmt(ack.ack.max)} ms; webhook answer p99 ${withMissing(ack.answer, ack.answer.p99)}.`,
+      whenMissed:
+        `In this run: 👀 p50 ${fmt(ack.ack.p50)} ms, max ${fmt(ack.ack.max)} ms; webhook answer p99 ${withMissing(ack.answer, ack.answer.p99)}; ` +
+        `cores busy meanwhile: intake ${cores(ack.cores.intake)}, Postgres ${cores(ack.cores.postgres)}, the bench's process (emulator) ${cores(ack.cores.bench)}, ` +
+        `other processes ${cores(othersOf(ack.cores))}, the whole machine ${cores(ack.cores.machine)} of ${machineCores}.`,
     },
     {
       target: `one intake ≥ ${THROUGHPUT_TARGET_PER_S} updates/s (Postgres mode)`,
@@ -597,6 +620,9 @@ function report({ ack, throughput, dispatch, scaling, durationS }: Results): Sec
           ] as const
         ).map(([name, s]) => [name, String(s.n), fmt(s.p50), fmt(s.p99), fmt(s.max), String(s.missing)]),
       ),
+      '',
+      `During the 👀 run, cores busy: intake ${cores(ack.cores.intake)}, Postgres ${cores(ack.cores.postgres)}, the bench's process (emulator) ${cores(ack.cores.bench)},`,
+      `other processes ${cores(othersOf(ack.cores))}, the whole machine ${cores(ack.cores.machine)} of ${machineCores}.`,
       '',
       `Intake saturated: **${fmt(throughput.rps, 0)} updates/s**, p99 ${fmt(throughput.p99, 1)} ms, ${throughput.non2xx} non-2xx, ${throughput.errors} errors;`,
       `cores busy meanwhile: intake ${cores(throughput.cores.intake)}, Postgres ${cores(throughput.cores.postgres)}, emulator ${cores(throughput.cores.emulator)},`,
