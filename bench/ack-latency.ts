@@ -15,7 +15,7 @@ import {
 import { table, verdict, type Section, type TargetResult } from './report.js'
 import { fmt, summarize, withMissing, type Summary } from './stats.js'
 
-const RATE_PER_S = 100
+export const RATE_PER_S = 100
 const CHATS = 1000
 const HEALTH_CHECKS_PER_S = 20
 const BUSY_CHAT_BASE = 900_000

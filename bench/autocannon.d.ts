@@ -35,6 +35,7 @@ declare module 'autocannon' {
     timeouts: number
     '2xx': number
   }
+  export type { Result }
   function autocannon(options: Options): Promise<Result>
   export default autocannon
 }

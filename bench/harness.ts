@@ -237,6 +237,8 @@ export interface ServiceOptions {
   readonly stateDir?: string
   readonly nodeArgs?: readonly string[]
   readonly readLog?: boolean
+  /** After `serve`, e.g. ['--role', 'worker'] in the Postgres mode. */
+  readonly args?: readonly string[]
 }
 
 export interface RunningService {
@@ -252,7 +254,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const child = new BenchChild(
     'service',
     CLI,
-    ['serve'],
+    ['serve', ...(options.args ?? [])],
     {
       TELEGRAM_BOT_TOKEN: TOKEN,
       TELEGRAM_WEBHOOK_SECRET: SECRET,

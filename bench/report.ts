@@ -72,7 +72,7 @@ the same work measured in the same run on the same machine.
 - Everything runs on loopback on this one machine: load generator, service, emulator and brains share its cores.
 - **Re-run:** \`npm run bench\` (all of it, about ${Math.max(1, Math.round(elapsedS / 60))} min). For a quick look:
   \`npm run bench -- --only intake,ack --duration 3\`. \`--only\` takes intake, ack, hol,
-  memory, backlog, dispatch, recovery; \`--hol-brain-s S\`, \`--memory-chats N\` and \`--backlog N\` shrink those three; \`--cpu-prof DIR\`
+  memory, backlog, dispatch, recovery, cluster; \`--hol-brain-s S\`, \`--memory-chats N\` and \`--backlog N\` shrink those three; \`--cpu-prof DIR\`
   writes the service processes' CPU profiles (\`node build/bench/cpu-profile.js FILE\` sums one up); \`--node-flags="…"\`
   starts every service with those Node flags; a partial run writes a report only with \`--out FILE\`.
 

@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark of the issue, then docs/BENCHMARKS.md.
-//   node build/bench/run.js [--only intake,ack,hol,memory,backlog,dispatch,recovery] [--duration S]
+//   node build/bench/run.js [--only intake,ack,hol,memory,backlog,dispatch,recovery,cluster] [--duration S]
 //     [--hol-brain-s S] [--memory-chats N] [--backlog N] [--node-flags="--flag …"] [--cpu-prof DIR] [--out FILE]
 import fs from 'node:fs'
 import os from 'node:os'
@@ -7,6 +7,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { ackBenchmark } from './ack-latency.js'
 import { backlogBenchmark } from './backlog.js'
+import { clusterBenchmark } from './cluster.js'
 import { dispatchBenchmark } from './dispatch.js'
 import { ROOT, cleanup, profileServicesInto, startServicesWith } from './harness.js'
 import { headOfLineBenchmark } from './head-of-line.js'
@@ -39,6 +40,7 @@ const BENCHMARKS: Readonly<Record<string, (settings: Settings) => Promise<Sectio
   backlog: ({ backlog, durationS }) => backlogBenchmark({ queued: backlog, chats: Math.max(1, Math.round(backlog / BACKLOG_PER_CHAT)), durationS }),
   dispatch: ({ durationS }) => dispatchBenchmark({ durationS }),
   recovery: () => recoveryBenchmark(),
+  cluster: ({ durationS }) => clusterBenchmark({ durationS }),
 }
 const NAMES = Object.keys(BENCHMARKS)
 
