@@ -12,6 +12,7 @@ const silent = pino({ level: 'silent' })
 async function store(t: Test): Promise<PostgresStore | undefined> {
   if (postgres === undefined) return undefined
   const pool = createPool(await postgres.createDatabase(), 4, 'store test')
+  pool.on('error', () => undefined)
   t.teardown(() => pool.end())
   await migrateEngine(pool, silent)
   // Twice, as two hosts starting at once would.
@@ -40,6 +41,8 @@ t.test('a message and its wake-up are stored together; a re-sent update is a dup
   t.equal(await s.accept(message(5)), 'duplicate')
   t.equal(await s.acceptAnswered(message(5), 'hi'), 'duplicate', 'a duplicate, even as a command')
   t.equal(await wakeUps(s, 10), 1, 'one wake-up job, in the chat\'s queue')
+  await s.accept(message(7))
+  t.equal(await wakeUps(s, 10), 1, 'a second message finds the chat\'s wake-up waiting, and adds none')
   t.equal((await s.get(seq as number))?.state, 'queued')
   const answered = await s.acceptAnswered(message(6), 'answered')
   t.match(await s.get(answered as number), { state: 'done', reply: 'answered', replyState: 'pending' })
@@ -82,9 +85,12 @@ t.test('/cancel all, retry and pruning', async (t) => {
   await s.accept(message(51))
   t.same((await s.cancelQueued(10, 2_000)).length, 2)
   t.equal(await s.countQueued(10), 0)
+  // The chat's wake-up ran (and found nothing): the chat has none now.
+  await s.pool.query('SELECT graphile_worker.complete_jobs(array(SELECT id FROM graphile_worker.jobs))')
+  t.equal(await wakeUps(s, 10), 0)
   const retried = await s.retry(first)
   t.match(retried, { state: 'queued', attempts: 0, reply: null })
-  t.equal(await wakeUps(s, 10), 3, 'a retried message wakes its chat up again')
+  t.equal(await wakeUps(s, 10), 1, 'a retried message wakes its chat up again')
   await t.rejects(s.retry(first), /is queued; only failed, timed_out or cancelled/u)
   await t.rejects(s.retry(999), /no message with id 999/u)
   t.same(await s.prune(10_000, 10), [51], 'only the finished message older than the cut is pruned')

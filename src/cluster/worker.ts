@@ -5,7 +5,7 @@ import pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import { chatDirOf } from '../brain/chat-dir.js'
 import { JobStopped, type RunningJob, type StopReason, type Work } from '../dispatch/dispatcher.js'
-import { ChatEngine, releasePool, sweepDead } from '../dispatch/engine.js'
+import { ChatEngine, releasePool, sweepDead, wakeForgotten } from '../dispatch/engine.js'
 import { MAX_INTERRUPTIONS } from '../store/inbox.js'
 import { DEAD_AFTER_MS, type PostgresStore } from '../store/postgres/store.js'
 import { ChatStateError } from '../store/postgres/chat-state.js'
@@ -17,8 +17,10 @@ const HEARTBEAT_MS = 2000
 // A host that could not write its heartbeat for this long stops its brains: well before the others
 // take its chats back (DEAD_AFTER_MS), even counting KILL_GRACE_S, so no chat ever runs twice.
 export const LOST_AFTER_MS = 8000
-// Every host looks for dead ones this often.
+// Every host looks for dead ones (and chats left without a wake-up) this often.
 const SWEEP_MS = 5000
+// Messages stored this recently are checked for a wake-up at each sweep.
+const FORGOTTEN_WINDOW_MS = 10 * 60_000
 // The channel that carries /cancel (and BUSY_MODE=interrupt) to the host running a chat's brain.
 export const CHAT_CHANNEL = 'coordinator_chats'
 const RELISTEN_MS = 1000
@@ -132,6 +134,9 @@ export class ClusterWorker {
     let again: 'now' | 'soon' | undefined
     try {
       again = await this.#turn(chatId, engineSignal)
+      // The chat's other messages wait behind it: a fresh wake-up puts the chat at the back of the
+      // line, behind the chats that waited meanwhile.
+      if (again === undefined && (await this.#deps.store.hasOpen(chatId))) again = 'now'
     } catch (error) {
       this.#deps.log.warn({ err: error, chat_id: chatId }, "the chat's turn failed; it is woken up again")
       again = 'soon'
@@ -282,6 +287,8 @@ export class ClusterWorker {
     try {
       const dead = await sweepDead(this.#deps.store.pool, DEAD_AFTER_MS)
       if (dead.length > 0) this.#deps.log.warn({ workers: dead }, 'hosts without a heartbeat taken for dead; their chats go to the others')
+      const woken = await wakeForgotten(this.#deps.store.pool, FORGOTTEN_WINDOW_MS)
+      if (woken > 0) this.#deps.log.info({ chats: woken }, 'chats with a new message and no wake-up woken up')
     } catch (error) {
       this.#deps.log.debug({ err: error }, 'sweep failed')
     }

@@ -20,11 +20,37 @@ const MAX_ATTEMPTS = 1000
 // Jobs due later (a retry) are looked for this often; new ones arrive at once by LISTEN/NOTIFY.
 const POLL_INTERVAL_MS = 1000
 
-/** The SQL that stores a chat's wake-up job, run in the statement that stores its message. */
+/**
+ * The SQL that wakes a chat up, run in the statement that stores its message: a job in the chat's
+ * queue, unless one is already waiting there. A chat has at most one waiting wake-up (its job key),
+ * however many messages it has queued: a worker takes the chat's next message, and wakes the chat
+ * up again after its turn while more are open. While a chat's wake-up runs, a new one waits behind it.
+ */
 export const engineWakeUp: WakeUp = {
   sql: (chatId, delaySeconds) =>
-    `graphile_worker.add_job('${TASK}', json_build_object('chat_id', ${chatId}), queue_name => 'chat:' || ${chatId}, max_attempts => ${MAX_ATTEMPTS}` +
-    (delaySeconds === undefined ? ')' : `, run_at => now() + make_interval(secs => ${delaySeconds}))`),
+    `(EXISTS (SELECT 1 FROM graphile_worker.jobs WHERE key = 'wake:' || ${chatId} AND locked_at IS NULL)
+      OR graphile_worker.add_job('${TASK}', json_build_object('chat_id', ${chatId}), queue_name => 'chat:' || ${chatId},
+           max_attempts => ${MAX_ATTEMPTS}, job_key => 'wake:' || ${chatId}, job_key_mode => 'preserve_run_at'` +
+    (delaySeconds === undefined ? '' : `, run_at => now() + make_interval(secs => ${delaySeconds})`) +
+    ') IS NOT NULL)',
+}
+
+/**
+ * Wakes up the chats with a message stored in the last `windowMs` (but not the last second) that
+ * have no wake-up at all: one whose intake saw a waiting wake-up just as a worker took it (and
+ * finished its turn before the message was committed). Returns how many.
+ */
+export async function wakeForgotten(pool: pg.Pool, windowMs: number): Promise<number> {
+  const now = Date.now()
+  const { rows } = await pool.query<{ woken: number }>(
+    `SELECT count(*)::int AS woken FROM (
+       SELECT ${engineWakeUp.sql('chat_id')} FROM (
+         SELECT DISTINCT chat_id FROM coordinator.messages
+         WHERE state = 'queued' AND received_at BETWEEN $1 AND $2) recent
+       WHERE NOT EXISTS (SELECT 1 FROM graphile_worker.jobs WHERE key = 'wake:' || recent.chat_id)) woken`,
+    [now - windowMs, now - 1000],
+  )
+  return (rows[0] as { woken: number }).woken
 }
 
 /** Creates or updates the engine's own schema (graphile_worker). */

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS coordinator.messages (
 CREATE INDEX IF NOT EXISTS messages_open ON coordinator.messages (chat_id, update_id)
   WHERE state IN ('queued', 'running') OR reply_state = 'pending';
 CREATE INDEX IF NOT EXISTS messages_finished_at ON coordinator.messages (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_queued_received ON coordinator.messages (received_at) WHERE state = 'queued';
 CREATE TABLE IF NOT EXISTS coordinator.workers (
   id           text PRIMARY KEY,
   host         text NOT NULL,
@@ -190,7 +191,7 @@ export class PostgresStore implements TurnStore {
       `WITH stored AS (
          INSERT INTO coordinator.messages (update_id, chat_id, message_id, thread_id, update_json, state, received_at)
          VALUES ($1, $2, $3, $4, $5, 'queued', $6) ON CONFLICT (update_id) DO NOTHING RETURNING seq, chat_id)
-       SELECT seq, ${this.#wakeUp.sql('chat_id')} IS NOT NULL AS woken FROM stored`,
+       SELECT seq, ${this.#wakeUp.sql('chat_id')} AS woken FROM stored`,
       [message.updateId, message.chatId, message.messageId, message.threadId ?? null, message.updateJson, message.receivedAt],
     )
     return rows.length === 0 ? 'duplicate' : (rows[0] as { seq: number }).seq
@@ -239,6 +240,15 @@ export class PostgresStore implements TurnStore {
     return rows.map(toMessage)
   }
 
+  /** Whether the chat has a message queued or a reply unsent (after a turn: wake the chat up again). */
+  async hasOpen(chatId: number): Promise<boolean> {
+    const { rows } = await this.pool.query<{ open: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM coordinator.messages WHERE chat_id = $1 AND (state = 'queued' OR reply_state = 'pending')) AS open`,
+      [chatId],
+    )
+    return (rows[0] as { open: boolean }).open
+  }
+
   /** How many of a chat's messages are queued. */
   async countQueued(chatId: number): Promise<number> {
     const { rows } = await this.pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM coordinator.messages WHERE chat_id = $1 AND state = 'queued'`, [chatId])
@@ -260,7 +270,7 @@ export class PostgresStore implements TurnStore {
 
   /** Wakes a chat up again (its turn was stopped, or failed), at once or after `delayMs`. */
   async wakeUp(chatId: number, delayMs: number): Promise<void> {
-    await this.#write(`SELECT ${this.#wakeUp.sql('$1::bigint', '$2::float8')} IS NOT NULL`, [chatId, delayMs / 1000])
+    await this.#write(`SELECT ${this.#wakeUp.sql('$1::bigint', '$2::float8')}`, [chatId, delayMs / 1000])
   }
 
   /** /cancel of a message still waiting: cancelled unless a host started it meanwhile. */
@@ -354,7 +364,7 @@ export class PostgresStore implements TurnStore {
          UPDATE coordinator.messages SET state = 'queued', attempts = 0, interruptions = 0, started_at = NULL,
            finished_at = NULL, exit_code = NULL, exit_signal = NULL, stderr_tail = NULL, reply = NULL, reply_state = 'none', worker = NULL
          WHERE seq = $1 AND state IN ('failed', 'timed_out', 'cancelled') RETURNING *)
-       SELECT retried.*, ${this.#wakeUp.sql('retried.chat_id')} IS NOT NULL AS woken FROM retried`,
+       SELECT retried.*, ${this.#wakeUp.sql('retried.chat_id')} AS woken FROM retried`,
       [seq],
     )
     const row = rows[0] as Row | undefined
