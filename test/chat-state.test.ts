@@ -291,6 +291,24 @@ t.test('forget stores an empty state: every host empties its copy at its next pu
   t.same(Object.keys(snapshot(h.a.dir)), ['claude-session.json'])
 })
 
+t.test('a /new during a turn wins: the turn\'s push finds the state changed since its pull and stores nothing', async (t) => {
+  const h = await hosts(t)
+  if (!h) return
+  write(h.a.dir, { 'session.json': 'turn 1' })
+  await h.a.sync.push(CHAT, h.a.dir)
+  await h.b.sync.pull(CHAT, h.b.dir)
+  // b's turn runs; meanwhile the chat says /new (from any host).
+  await h.a.sync.forget(CHAT)
+  write(h.b.dir, { 'session.json': 'turn 2' })
+  t.match(await h.b.sync.push(CHAT, h.b.dir), { stored: false, reason: 'superseded' })
+  await h.a.sync.pull(CHAT, h.a.dir)
+  t.same(snapshot(h.a.dir), {}, 'the forgotten state is what the next turn finds')
+  await h.b.sync.pull(CHAT, h.b.dir)
+  t.same(snapshot(h.b.dir), {}, 'on the host whose push lost too')
+  write(h.b.dir, { 'session.json': 'turn 3' })
+  t.match(await h.b.sync.push(CHAT, h.b.dir), { stored: true }, 'and its next turn stores as usual')
+})
+
 t.test('a 5 MB directory: push and pull times, and the event loop keeps turning', async (t) => {
   const h = await hosts(t, 16 * MB)
   if (!h) return

@@ -273,11 +273,14 @@ t.test('Postgres stopped for 10 s: intakes answer 503, workers stop their brains
   }
   await Promise.all(posts)
   await eventually(() => inFlight(cluster.runs()).length >= 2, 20_000, 'long brains running')
+  t.equal((await fetch(`${intake.url}/readyz`)).status, 200, 'the intake is ready while Postgres runs')
   await pg.stop()
   const stoppedAt = Date.now()
   const during = cluster.emu.sendText({ chatId: 93_001, text: 'during the outage' })
   sent.get(93_001)?.push(during.update_id)
   t.equal(await cluster.post(intake, during), 503, 'intake answers 503 while Postgres is down')
+  t.equal((await fetch(`${intake.url}/readyz`)).status, 503, '/readyz says not ready: its database write fails')
+  t.equal((await fetch(`${intake.url}/healthz`)).status, 503, '/healthz says degraded')
   // A worker that cannot reach the database stops its brains before another may take its chats.
   for (const worker of cluster.workers.values()) {
     await worker.waitForLog((line) => /stopping this host's brains/u.test(line.msg), 15_000)
@@ -311,7 +314,7 @@ t.test('/cancel sent to an intake stops a brain running on a worker within 1 s',
   await eventually(() => inFlight(cluster.runs()).some((run) => run.updateId === long.update_id), 20_000, 'the long brain running')
   const cancel = cluster.emu.sendText({ chatId: 94_001, text: '/cancel' })
   const postedAt = Date.now()
-  t.equal(await cluster.post(intake, cancel), 200)
+  t.equal(await cluster.post(intake, cancel), 200, 'the intake takes /cancel')
   const stopped = await worker.waitForLog((line) => line.msg === 'brain stopped by a message to another host', 10_000)
   t.ok(stopped.time - postedAt <= 1000, `the worker stopped the brain ${stopped.time - postedAt} ms after /cancel reached the intake`)
   await eventually(() => cluster.replies().some((text) => text.startsWith('⏹ Stopped the brain')), 10_000, 'the /cancel answer')
@@ -325,6 +328,45 @@ function inFlight(runs: readonly Run[]): Run[] {
   const ended = new Set(runs.filter((run) => run.ev === 'end').map((run) => `${run.updateId}/${run.worker}`))
   return runs.filter((run) => run.ev === 'start' && !ended.has(`${run.updateId}/${run.worker}`))
 }
+
+t.test('/healthz, /readyz and /metrics of an intake and a worker report every host', async (t) => {
+  const pg = await postgresOrSkip(t)
+  if (pg === undefined) return
+  const cluster = await startCluster(t, pg, { intakes: 1, workers: 2 })
+  const [intake] = cluster.intakes as [ServiceProcess]
+  const worker = cluster.workers.get('worker1') as ServiceProcess
+  const long = cluster.emu.sendText({ chatId: 96_001, text: 'long sleep=30' })
+  await deliver(cluster, long, intake)
+  await cluster.post(intake, cluster.emu.sendText({ chatId: 96_001, text: 'queued behind it' }))
+  await eventually(() => inFlight(cluster.runs()).length === 1, 20_000, 'the long brain running')
+  const health = async (svc: ServiceProcess): Promise<Record<string, unknown>> => (await (await fetch(`${svc.url}/healthz`)).json()) as Record<string, unknown>
+  // Every host reads the shared queue at most every 2 s.
+  let seen = await health(intake)
+  for (const until = Date.now() + 10_000; (seen['queue'] as { running: number }).running !== 1 && Date.now() < until; ) {
+    await delay(250)
+    seen = await health(intake)
+  }
+  t.match(seen, {
+    status: 'ok',
+    role: 'intake',
+    brains: { running: 0, limit: 0 },
+    queue: { pending: 1, running: 1 },
+    workers: { live: 2, slots: 2 * SLOTS, dead: 0, jobs_held_by_dead: 0 },
+    store: { kind: 'postgres', writable: true },
+  }, "the intake's /healthz: the shared queue, both workers and their slots")
+  const running = cluster.runs().find((run) => run.ev === 'start')?.worker
+  const runner = cluster.workers.get(running ?? '') as ServiceProcess
+  t.match(await health(runner), { role: 'worker', brains: { running: 1, limit: SLOTS } }, 'the worker running it counts its brain')
+  t.equal((await fetch(`${worker.url}/readyz`)).status, 200, 'a worker is ready (its database write works)')
+  let metrics = ''
+  for (const until = Date.now() + 10_000; !/^coordinator_messages_queued 1$/mu.test(metrics) && Date.now() < until; await delay(250)) {
+    metrics = await (await fetch(`${intake.url}/metrics`)).text()
+  }
+  t.match(metrics, /^coordinator_workers_live 2$/mu, '/metrics: live workers')
+  t.match(metrics, /^coordinator_worker_slots_live 4$/mu, 'their slots')
+  t.match(metrics, /^coordinator_messages_queued 1$/mu, 'the shared queue')
+  t.equal(await cluster.post(cluster.workers.get('worker2') as ServiceProcess, cluster.emu.sendText({ chatId: 96_002, text: 'to a worker' })), 503, 'a worker-only host refuses the webhook (503: Telegram re-sends it to an intake)')
+})
 
 t.test("a chat's directory follows it from one worker host to the next", async (t) => {
   const pg = await postgresOrSkip(t)

@@ -44,7 +44,7 @@ interface Turn {
 /** What carries a chat's directory between hosts (store/postgres/chat-state.ts). */
 export interface ChatState {
   pull(chatId: number, dir: string): Promise<void>
-  push(chatId: number, dir: string): Promise<{ readonly stored: boolean; readonly bytes: number }>
+  push(chatId: number, dir: string): Promise<{ readonly stored: boolean; readonly bytes: number; readonly reason?: string }>
   forget(chatId: number): Promise<void>
 }
 
@@ -203,9 +203,9 @@ export class ClusterWorker {
         log.warn({ chat_id: chatId, seq: message.seq, state: after.state }, 'message unfinished after its turn; the chat is woken up again')
         return 'soon'
       }
-      if (chatState !== undefined && fs.existsSync(chatDir)) {
+      if (chatState !== undefined && message.state === 'queued' && fs.existsSync(chatDir)) {
         const pushed = await chatState.push(chatId, chatDir)
-        if (!pushed.stored) {
+        if (!pushed.stored && pushed.reason === 'over the cap') {
           const notice = `⚠️ This chat's saved state is ${megabytes(pushed.bytes)}, over the limit (CHAT_STATE_MAX_MB): another host would start without it. Send /new to start over.`
           await notify(this.#deps.telegram, message, notice, log)
         }

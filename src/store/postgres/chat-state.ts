@@ -43,6 +43,16 @@ ON CONFLICT (chat_id) DO UPDATE SET version = EXCLUDED.version, bytes = EXCLUDED
 RETURNING version::text
 `
 
+// A turn's push stores its state only over the version its host started from: a /new (or any
+// other write) since then wins, and the turn's state is dropped.
+const STORE_OVER = `
+INSERT INTO coordinator.chat_state (chat_id, version, bytes, archive)
+VALUES ($1, nextval('coordinator.chat_state_version'), $2, $3)
+ON CONFLICT (chat_id) DO UPDATE SET version = EXCLUDED.version, bytes = EXCLUDED.bytes, archive = EXCLUDED.archive, updated_at = now()
+WHERE coordinator.chat_state.version IS NOT DISTINCT FROM $4::bigint
+RETURNING version::text
+`
+
 const NEWER = `
 SELECT version::text, archive FROM coordinator.chat_state WHERE chat_id = $1 AND version IS DISTINCT FROM $2::bigint
 `
@@ -56,7 +66,9 @@ export interface ChatStateOptions {
   readonly log: FastifyBaseLogger
 }
 
-export type PushResult = { stored: true; bytes: number; version: number } | { stored: false; bytes: number; reason: 'over the cap' }
+export type PushResult =
+  | { stored: true; bytes: number; version: number }
+  | { stored: false; bytes: number; reason: 'over the cap' | 'superseded' }
 
 /** A stored state that cannot be extracted safely: the directory is left as it was. */
 export class ChatStateError extends Error {
@@ -123,7 +135,11 @@ export class ChatStateSync {
     )
   }
 
-  /** After a turn: stores `dir` as the chat's newest state (a new version), unless it is over the caps: then nothing is stored and the caller tells the user. */
+  /**
+   * After a turn: stores `dir` as the chat's newest state (a new version), unless it is over the
+   * caps (nothing is stored and the caller tells the user), or the stored state changed since this
+   * host pulled or pushed it (a /new meanwhile: it wins, and this turn's state is dropped).
+   */
   async push(chatId: number, dir: string): Promise<PushResult> {
     const started = performance.now()
     const tree = await walk(dir, this.#maxEntries)
@@ -137,8 +153,14 @@ export class ChatStateSync {
     const packed = await pack(dir, tree.entries)
     const skipped = tree.skipped + packed.skipped
     if (skipped > 0) this.#log.warn({ chat_id: chatId, skipped }, 'chat state: left out what is not a regular file or directory')
-    const { rows } = await this.#pool.query<{ version: string }>(STORE, [chatId, packed.bytes, packed.archive])
-    const version = Number(rows[0]?.version)
+    const known = this.#versions.get(chatId)
+    const { rows } = await this.#pool.query<{ version: string }>(STORE_OVER, [chatId, packed.bytes, packed.archive, known === undefined ? null : String(known)])
+    if (rows[0] === undefined) {
+      this.#versions.delete(chatId)
+      this.#log.info({ chat_id: chatId, since: known ?? null }, 'chat state not pushed: it changed since this turn began (a /new)')
+      return { stored: false, bytes: packed.bytes, reason: 'superseded' }
+    }
+    const version = Number(rows[0].version)
     this.#versions.set(chatId, version)
     this.#log.info(
       { chat_id: chatId, version, bytes: packed.bytes, archive_bytes: packed.archive.length, ms: Math.round(performance.now() - started) },
