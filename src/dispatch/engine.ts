@@ -17,8 +17,10 @@ import type { WakeUp } from '../store/postgres/store.js'
 const TASK = 'chat'
 // A wake-up whose handler throws (only when the database is gone) is retried by the engine.
 const MAX_ATTEMPTS = 1000
-// Jobs due later (a retry) are looked for this often; new ones arrive at once by LISTEN/NOTIFY.
-const POLL_INTERVAL_MS = 1000
+// New jobs arrive at once by LISTEN/NOTIFY. A chat's next wake-up is added while its current one
+// still holds the chat's queue, so the notice can find the queue locked: idle workers look again
+// this often (and for jobs due later, a retry).
+const POLL_INTERVAL_MS = 250
 
 /**
  * The SQL that wakes a chat up, run in the statement that stores its message: a job in the chat's
