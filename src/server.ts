@@ -8,7 +8,7 @@ import { ClusterNode, parseRole, ROLES, type Role } from './cluster/node.js'
 import { UsageError } from './cli/usage.js'
 import type { ClusterStats } from './store/postgres/store.js'
 import { ChatStateSync } from './store/postgres/chat-state.js'
-import { EventLoopDelay } from './health.js'
+import { EventLoopDelay, type ServiceCore } from './health.js'
 import { LoopStallWatch } from './loop-stalls.js'
 import { createLogger } from './log.js'
 import { Metrics } from './metrics.js'
@@ -55,13 +55,9 @@ export async function startService(
     inbox.close()
     throw error
   }
-  const sandbox = prepareSandbox(config, logger)
-  const mediaQuota = new MediaQuota({ root: mediaRoot(config.stateDir), quotaBytes: config.mediaQuotaBytes, log: logger })
-  const metrics = new Metrics()
-  const migrations = openMigrations(config)
-  const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations, linkPreviews: config.linkPreviews })
-  const locks = new ChatLocks(config.lockDir, logger)
-  const coordinator = new Coordinator({ config, inbox, telegram, locks, metrics, log: logger, sandbox, mediaQuota })
+  const parts = serviceParts(config, logger)
+  const { metrics, locks } = parts
+  const coordinator = new Coordinator({ ...parts, config, inbox, log: logger })
   const botCheck = new BotCheck({ settings: config, log: logger, onIdentified: (username) => (coordinator.intake.botUsername = username) })
   try {
     await botCheck.first()
@@ -69,7 +65,6 @@ export async function startService(
     inbox.close()
     throw error
   }
-  const loopDelay = new EventLoopDelay()
   metrics.observe({
     queued: () => coordinator.dispatcher.queued,
     running: () => coordinator.dispatcher.running,
@@ -78,35 +73,16 @@ export async function startService(
       return oldest === null ? 0 : (Date.now() - oldest) / 1000
     },
   })
-  const app = await buildApp({
+  const { app, url } = await serveRoutes({
     config,
-    coordinator,
-    metrics,
-    loopDelay,
     logger,
+    metrics,
+    core: coordinator,
+    botCheck,
     brainStartable: () => isExecutable(brainPath),
-    botTokenChecked: () => botCheck.ready,
+    stop: () => coordinator.stop(),
+    close: () => inbox.close(),
   })
-
-  // Drains on close, whoever closes: a signal, a test, the demo.
-  app.addHook('preClose', async () => {
-    await coordinator.stop()
-  })
-  const stalls = new LoopStallWatch(logger)
-  app.addHook('onClose', async () => {
-    stalls.close()
-    botCheck.stop()
-    loopDelay.close()
-    inbox.close()
-  })
-
-  let url: string
-  try {
-    url = await app.listen({ host: config.host, port: config.port })
-  } catch (error) {
-    await app.close().catch(() => undefined)
-    throw listenError(error, config)
-  }
   locks.prepare()
   const recovered = coordinator.start()
   logger.info(
@@ -118,35 +94,34 @@ export async function startService(
 
 /**
  * A host of the Postgres mode: the shared store and engine instead of the SQLite inbox and the
- * local dispatcher; the same brain, sandbox, Telegram client and HTTP routes.
+ * local dispatcher; the same brain, sandbox, Telegram client and HTTP routes. A database that
+ * refuses the login or lacks rights stops the start (exit 2); one that cannot be reached yet is
+ * tried again in the background while the webhook answers 503.
  */
 async function startClusterService(config: Config, databaseUrl: string, logger: Logger, role: Role): Promise<Service> {
   const runsBrains = role !== 'intake'
   const brainPath = runsBrains ? checkBrainCommand(config.brain.argv[0], process.env['PATH'], config.brain.cwd ?? config.stateDir).path : undefined
   if (runsBrains) checkBrainCwd(config.brain.cwd)
-  const sandbox = prepareSandbox(config, logger)
-  const mediaQuota = new MediaQuota({ root: mediaRoot(config.stateDir), quotaBytes: config.mediaQuotaBytes, log: logger })
-  const metrics = new Metrics()
-  const migrations = openMigrations(config)
-  const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations, linkPreviews: config.linkPreviews })
-  const locks = new ChatLocks(config.lockDir, logger)
+  const parts = serviceParts(config, logger)
+  const { metrics, locks } = parts
   const node = new ClusterNode({
+    ...parts,
     config,
     role,
     databaseUrl,
-    telegram,
-    locks,
-    metrics,
     log: logger,
-    sandbox,
-    mediaQuota,
     chatState: (store) => (config.chatStateMaxBytes > 0 ? new ChatStateSync({ pool: store.pool, maxBytes: config.chatStateMaxBytes, log: logger }) : undefined),
   })
+  let started = false
   try {
     await node.start()
+    started = true
   } catch (error) {
-    await node.stop().catch(() => undefined)
-    throw new ConfigError('DATABASE_URL', `could not be used: ${(error as Error).message}; check the address, the user's rights and that Postgres runs`)
+    if (!isTransientDatabaseError(error)) {
+      await node.stop().catch(() => undefined)
+      throw new ConfigError('DATABASE_URL', `could not be used: ${(error as Error).message}; check the user, its password and its rights on the database`)
+    }
+    logger.warn({ err: error }, 'Postgres cannot be reached yet; trying again in the background (the webhook answers 503 meanwhile)')
   }
   const botCheck = new BotCheck({ settings: config, log: logger, onIdentified: (username) => node.intake && (node.intake.botUsername = username) })
   try {
@@ -155,7 +130,6 @@ async function startClusterService(config: Config, databaseUrl: string, logger: 
     await node.stop().catch(() => undefined)
     throw error
   }
-  const loopDelay = new EventLoopDelay()
   let stats: ClusterStats | undefined
   const statsTimer = setInterval(() => {
     node.clusterStats().then(
@@ -174,38 +148,100 @@ async function startClusterService(config: Config, databaseUrl: string, logger: 
     liveSlots: () => stats?.liveSlots ?? 0,
     deadWorkers: () => stats?.deadWorkers ?? 0,
   })
-  const app = await buildApp({
+  const { app, url } = await serveRoutes({
     config,
-    coordinator: node,
-    metrics,
-    loopDelay,
     logger,
+    metrics,
+    core: node,
+    botCheck,
     brainStartable: () => brainPath === undefined || isExecutable(brainPath),
-    botTokenChecked: () => botCheck.ready,
+    stop: async () => {
+      clearInterval(statsTimer)
+      await node.stop()
+    },
+    close: () => undefined,
   })
-  app.addHook('preClose', async () => {
-    clearInterval(statsTimer)
-    await node.stop()
-  })
-  const stalls = new LoopStallWatch(logger)
-  app.addHook('onClose', async () => {
-    stalls.close()
-    botCheck.stop()
-    loopDelay.close()
-  })
-  let url: string
-  try {
-    url = await app.listen({ host: config.host, port: config.port })
-  } catch (error) {
-    await app.close().catch(() => undefined)
-    throw listenError(error, config)
-  }
   locks.prepare()
+  if (!started) void startWhenReachable(node, logger)
   logger.info(
     { url, webhook_path: config.webhookPath, role, brains: runsBrains ? config.maxConcurrentBrains : 0, store: 'postgres', worker: node.worker?.id, sandbox: config.brain.sandbox },
     'coordinator ready',
   )
   return { app, coordinator: node, url, stop: () => app.close() }
+}
+
+// While Postgres cannot be reached at start, it is tried this often.
+const START_RETRY_MS = 2000
+
+async function startWhenReachable(node: ClusterNode, logger: Logger): Promise<void> {
+  for (let tries = 1; !node.draining; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, START_RETRY_MS))
+    if (node.draining) return
+    try {
+      await node.start()
+      logger.info({ tries }, 'Postgres reached; the host is up')
+      return
+    } catch (error) {
+      if (tries % 15 === 1) logger.warn({ err: error, tries }, 'Postgres still cannot be reached')
+    }
+  }
+}
+
+/** A database that is down, starting or full of connections, rather than one that refuses us. */
+function isTransientDatabaseError(error: unknown): boolean {
+  const { code, message } = error as { code?: string; message?: string }
+  const network = ['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOENT']
+  // 57P03: the database system is starting up; 53300: too many connections.
+  return (code !== undefined && (network.includes(code) || code === '57P03' || code === '53300')) || /timeout/iu.test(message ?? '')
+}
+
+/** What both modes wire the same way. */
+function serviceParts(config: Config, logger: Logger) {
+  const sandbox = prepareSandbox(config, logger)
+  const mediaQuota = new MediaQuota({ root: mediaRoot(config.stateDir), quotaBytes: config.mediaQuotaBytes, log: logger })
+  const metrics = new Metrics()
+  const migrations = openMigrations(config)
+  const telegram = new TelegramClient({ token: config.botToken, apiRoot: config.apiRoot, metrics, log: logger, migrations, linkPreviews: config.linkPreviews })
+  const locks = new ChatLocks(config.lockDir, logger)
+  return { sandbox, mediaQuota, metrics, telegram, locks }
+}
+
+/** The routes on `core`, stopping it when the server closes (whoever closes it: a signal, a test, the demo), listening. */
+async function serveRoutes(options: {
+  readonly config: Config
+  readonly logger: Logger
+  readonly metrics: Metrics
+  readonly core: ServiceCore
+  readonly botCheck: BotCheck
+  readonly brainStartable: () => boolean
+  readonly stop: () => Promise<void>
+  readonly close: () => void
+}): Promise<{ app: FastifyInstance; url: string }> {
+  const { config, logger, botCheck } = options
+  const loopDelay = new EventLoopDelay()
+  const app = await buildApp({
+    config,
+    coordinator: options.core,
+    metrics: options.metrics,
+    loopDelay,
+    logger,
+    brainStartable: options.brainStartable,
+    botTokenChecked: () => botCheck.ready,
+  })
+  app.addHook('preClose', options.stop)
+  const stalls = new LoopStallWatch(logger)
+  app.addHook('onClose', async () => {
+    stalls.close()
+    botCheck.stop()
+    loopDelay.close()
+    options.close()
+  })
+  try {
+    return { app, url: await app.listen({ host: config.host, port: config.port }) }
+  } catch (error) {
+    await app.close().catch(() => undefined)
+    throw listenError(error, config)
+  }
 }
 
 /** `serve [--role all|intake|worker]`. */

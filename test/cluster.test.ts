@@ -341,11 +341,10 @@ t.test('/healthz, /readyz and /metrics of an intake and a worker report every ho
   await eventually(() => inFlight(cluster.runs()).length === 1, 20_000, 'the long brain running')
   const health = async (svc: ServiceProcess): Promise<Record<string, unknown>> => (await (await fetch(`${svc.url}/healthz`)).json()) as Record<string, unknown>
   // Every host reads the shared queue at most every 2 s.
-  let seen = await health(intake)
-  for (const until = Date.now() + 10_000; (seen['queue'] as { running: number }).running !== 1 && Date.now() < until; ) {
-    await delay(250)
-    seen = await health(intake)
-  }
+  const seen = await eventually(async () => {
+    const report = await health(intake)
+    return (report['queue'] as { running: number }).running === 1 && report
+  }, 10_000, "the intake's /healthz to show the running brain")
   t.match(seen, {
     status: 'ok',
     role: 'intake',
@@ -358,10 +357,10 @@ t.test('/healthz, /readyz and /metrics of an intake and a worker report every ho
   const runner = cluster.workers.get(running ?? '') as ServiceProcess
   t.match(await health(runner), { role: 'worker', brains: { running: 1, limit: SLOTS } }, 'the worker running it counts its brain')
   t.equal((await fetch(`${worker.url}/readyz`)).status, 200, 'a worker is ready (its database write works)')
-  let metrics = ''
-  for (const until = Date.now() + 10_000; !/^coordinator_messages_queued 1$/mu.test(metrics) && Date.now() < until; await delay(250)) {
-    metrics = await (await fetch(`${intake.url}/metrics`)).text()
-  }
+  const metrics = await eventually(async () => {
+    const text = await (await fetch(`${intake.url}/metrics`)).text()
+    return /^coordinator_messages_queued 1$/mu.test(text) && text
+  }, 10_000, '/metrics to show the shared queue')
   t.match(metrics, /^coordinator_workers_live 2$/mu, '/metrics: live workers')
   t.match(metrics, /^coordinator_worker_slots_live 4$/mu, 'their slots')
   t.match(metrics, /^coordinator_messages_queued 1$/mu, 'the shared queue')
@@ -394,3 +393,52 @@ t.test("a chat's directory follows it from one worker host to the next", async (
   t.match(await replyOf('four'), / turns=1$/u, '/new forgot it on every host')
 })
 
+
+t.test('at start: a database that does not exist exits 2 naming DATABASE_URL; one not reachable yet is waited for', async (t) => {
+  const pg = await postgresOrSkip(t, { outages: true })
+  if (pg === undefined) return
+  const cluster = await startCluster(t, pg, { intakes: 0, workers: 0 })
+  const databaseUrl = await pg.createDatabase()
+  const env = (url: string, name: string): Record<string, string> => {
+    const stateDir = tempDir(`coordinator-${name}-`)
+    return {
+      ...SANDBOX_ENV,
+      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+      HOME: os.tmpdir(),
+      TELEGRAM_BOT_TOKEN: TOKEN,
+      TELEGRAM_WEBHOOK_SECRET: SECRET,
+      TELEGRAM_API_ROOT: cluster.emu.url,
+      ALLOW_ALL_CHATS: '1',
+      DATABASE_URL: url,
+      BRAIN_COMMAND: BRAIN,
+      BRAIN_CWD: path.dirname(cluster.runLog),
+      BRAIN_ENV_ALLOW: 'RUN_LOG,WORKER_NAME',
+      RUN_LOG: cluster.runLog,
+      WORKER_NAME: name,
+      STATE_DIR: stateDir,
+      LOCK_DIR: path.join(stateDir, 'locks'),
+      PORT: '0',
+      LOG_LEVEL: 'info',
+    }
+  }
+  const missing = databaseUrl.replace(/\/t_[0-9a-f]+$/u, '/no_such_database')
+  const refused = await ServiceProcess.start(CLI, env(missing, 'missing'), { args: ['--role', 'all'] }).then(
+    () => undefined,
+    (error: unknown) => (error as Error).message,
+  )
+  t.match(refused, /exited \(code 2\)/u, 'a database that does not exist: exit 2')
+  t.match(refused, /DATABASE_URL could not be used: .*no_such_database.* does not exist/u, 'one line naming DATABASE_URL and why')
+
+  await pg.stop()
+  const svc = await ServiceProcess.start(CLI, env(databaseUrl, 'waiting'), { args: ['--role', 'all'] })
+  t.teardown(() => svc.stop('SIGKILL'))
+  t.equal((await fetch(`${svc.url}/readyz`)).status, 503, 'it listens, not ready, while Postgres is down')
+  const update = cluster.emu.sendText({ chatId: 97_001, text: 'hello' })
+  t.equal(await cluster.post(svc, update), 503, 'and answers the webhook 503: Telegram keeps the update')
+  await pg.start()
+  await svc.waitForLog((line) => line.msg === 'Postgres reached; the host is up', 20_000)
+  await eventually(async () => (await fetch(`${svc.url}/readyz`)).status === 200, 10_000, 'ready once Postgres is up')
+  t.equal(await cluster.post(svc, update), 200, 'the re-sent update is taken')
+  await eventually(() => cluster.replies().find((text) => text.startsWith(`reply ${update.update_id} `)), 20_000, 'its reply')
+  t.pass('and answered')
+})

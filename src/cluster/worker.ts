@@ -231,7 +231,8 @@ export class ClusterWorker {
 
   async #register(): Promise<void> {
     await this.#deps.store.pool.query(
-      `INSERT INTO coordinator.workers (id, host, slots) VALUES ($1, $2, $3)`,
+      `INSERT INTO coordinator.workers (id, host, slots) VALUES ($1, $2, $3)
+       ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped = false`,
       [this.#id, hostname(), this.#deps.slots],
     )
   }

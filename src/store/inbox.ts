@@ -43,6 +43,50 @@ export interface StoredMessage extends NewMessage {
   readonly replyState: ReplyState
 }
 
+/** A message as both stores keep it: one column a field, named as in SQL. */
+export interface MessageRow {
+  seq: number
+  update_id: number
+  chat_id: number
+  message_id: number
+  thread_id: number | null
+  update_json: string
+  state: MessageState
+  received_at: number
+  started_at: number | null
+  finished_at: number | null
+  attempts: number
+  interruptions: number
+  exit_code: number | null
+  exit_signal: string | null
+  stderr_tail: string | null
+  reply: string | null
+  reply_state: ReplyState
+}
+
+/** A stored row as the code names it. */
+export function messageOfRow(row: MessageRow): StoredMessage {
+  return {
+    seq: row.seq,
+    updateId: row.update_id,
+    chatId: row.chat_id,
+    messageId: row.message_id,
+    threadId: row.thread_id,
+    updateJson: row.update_json,
+    state: row.state,
+    receivedAt: row.received_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    attempts: row.attempts,
+    interruptions: row.interruptions,
+    exitCode: row.exit_code,
+    exitSignal: row.exit_signal,
+    stderrTail: row.stderr_tail,
+    reply: row.reply,
+    replyState: row.reply_state,
+  }
+}
+
 /** What a finished message leaves behind. */
 export interface Outcome {
   readonly state: Extract<MessageState, 'done' | 'failed' | 'timed_out' | 'cancelled'>

@@ -7,13 +7,14 @@ import {
   type Inbox,
   type InboxStats,
   type ListFilter,
-  type MessageState,
   type NewMessage,
   type Outcome,
   type QueuedMessage,
   type Recovery,
   type ReplyState,
   type StoredMessage,
+  type MessageRow,
+  messageOfRow,
 } from './inbox.js'
 
 /** The inbox file inside STATE_DIR. */
@@ -61,48 +62,6 @@ UPDATE messages SET thread_id = json_extract(update_json, '$.' || kind || '.mess
 
 // A recovered message as scheduling needs it (QueuedMessage), named as the code names it.
 const QUEUED_COLUMNS = 'seq, chat_id AS chatId, update_id AS updateId, received_at AS receivedAt, interruptions'
-
-interface Row {
-  seq: number
-  update_id: number
-  chat_id: number
-  message_id: number
-  thread_id: number | null
-  update_json: string
-  state: MessageState
-  received_at: number
-  started_at: number | null
-  finished_at: number | null
-  attempts: number
-  interruptions: number
-  exit_code: number | null
-  exit_signal: string | null
-  stderr_tail: string | null
-  reply: string | null
-  reply_state: ReplyState
-}
-
-function toMessage(row: Row): StoredMessage {
-  return {
-    seq: row.seq,
-    updateId: row.update_id,
-    chatId: row.chat_id,
-    messageId: row.message_id,
-    threadId: row.thread_id,
-    updateJson: row.update_json,
-    state: row.state,
-    receivedAt: row.received_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    attempts: row.attempts,
-    interruptions: row.interruptions,
-    exitCode: row.exit_code,
-    exitSignal: row.exit_signal,
-    stderrTail: row.stderr_tail,
-    reply: row.reply,
-    replyState: row.reply_state,
-  }
-}
 
 /**
  * The durable inbox: SQLite in WAL mode through better-sqlite3. Writes are synchronous and take
@@ -155,8 +114,8 @@ export class SqliteInbox implements Inbox {
   }
 
   get(seq: number): StoredMessage | undefined {
-    const row = this.#get.get(seq) as Row | undefined
-    return row && toMessage(row)
+    const row = this.#get.get(seq) as MessageRow | undefined
+    return row && messageOfRow(row)
   }
 
   markRunning(seq: number, attempt: number, at: number): void {
@@ -194,8 +153,8 @@ export class SqliteInbox implements Inbox {
   }
 
   queuedInChat(chatId: number): StoredMessage[] {
-    const rows = this.#stmt(`SELECT * FROM messages WHERE chat_id = ? AND state = 'queued' ORDER BY seq`).all(chatId) as Row[]
-    return rows.map(toMessage)
+    const rows = this.#stmt(`SELECT * FROM messages WHERE chat_id = ? AND state = 'queued' ORDER BY seq`).all(chatId) as MessageRow[]
+    return rows.map(messageOfRow)
   }
 
   requeue(seqs: readonly number[]): void {
@@ -219,7 +178,7 @@ export class SqliteInbox implements Inbox {
       // Back in the queue, counted: interruptions > 0 makes the next run a redelivery.
       this.#stmt(`UPDATE messages SET interruptions = interruptions + 1, state = 'queued' WHERE state = 'running'`).run()
       const looping = this.#stmt(`SELECT seq, interruptions FROM messages WHERE state = 'queued' AND interruptions >= ?`)
-        .all(maxInterruptions) as Pick<Row, 'seq' | 'interruptions'>[]
+        .all(maxInterruptions) as Pick<MessageRow, 'seq' | 'interruptions'>[]
       const fail = this.#stmt(`UPDATE messages SET state = 'failed', finished_at = ?, reply_state = 'pending', reply = ? WHERE seq = ?`)
       for (const { seq, interruptions } of looping) fail.run(at, crashLoopNotice(interruptions), seq)
       this.#stmt('UPDATE messages SET requeued = 0 WHERE requeued = 1').run()
@@ -250,8 +209,8 @@ export class SqliteInbox implements Inbox {
   takeRequeued(): StoredMessage[] {
     const rows = this.#write(() =>
       this.#stmt(`UPDATE messages SET requeued = 0 WHERE requeued = 1 AND state = 'queued' RETURNING *`).all(),
-    ) as Row[]
-    return rows.map(toMessage).sort((a, b) => a.seq - b.seq)
+    ) as MessageRow[]
+    return rows.map(messageOfRow).sort((a, b) => a.seq - b.seq)
   }
 
   list({ chatId, state, limit = 50 }: ListFilter): StoredMessage[] {
@@ -266,8 +225,8 @@ export class SqliteInbox implements Inbox {
       params.push(state)
     }
     const sql = `SELECT * FROM messages ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`
-    const rows = this.#stmt(sql).all(...params, limit) as Row[]
-    return rows.map(toMessage).reverse()
+    const rows = this.#stmt(sql).all(...params, limit) as MessageRow[]
+    return rows.map(messageOfRow).reverse()
   }
 
   prune(olderThan: number, limit: number): number[] {

@@ -5,12 +5,13 @@ import {
   InboxWriteError,
   type InboxStats,
   type ListFilter,
-  type MessageState,
   type NewMessage,
   type Outcome,
   type ReplyState,
   type StoredMessage,
   type TurnStore,
+  type MessageRow,
+  messageOfRow,
 } from '../inbox.js'
 
 /**
@@ -72,48 +73,7 @@ export function createPool(connectionString: string, max: number, applicationNam
   return new pg.Pool({ connectionString, max, types, application_name: applicationName, connectionTimeoutMillis: 5000 })
 }
 
-interface Row {
-  seq: number
-  update_id: number
-  chat_id: number
-  message_id: number
-  thread_id: number | null
-  update_json: string
-  state: MessageState
-  received_at: number
-  started_at: number | null
-  finished_at: number | null
-  attempts: number
-  interruptions: number
-  exit_code: number | null
-  exit_signal: string | null
-  stderr_tail: string | null
-  reply: string | null
-  reply_state: ReplyState
-  worker: string | null
-}
-
-function toMessage(row: Row): StoredMessage {
-  return {
-    seq: row.seq,
-    updateId: row.update_id,
-    chatId: row.chat_id,
-    messageId: row.message_id,
-    threadId: row.thread_id,
-    updateJson: row.update_json,
-    state: row.state,
-    receivedAt: row.received_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    attempts: row.attempts,
-    interruptions: row.interruptions,
-    exitCode: row.exit_code,
-    exitSignal: row.exit_signal,
-    stderrTail: row.stderr_tail,
-    reply: row.reply,
-    replyState: row.reply_state,
-  }
-}
+type Row = MessageRow & { worker: string | null }
 
 /** A chat as /status sees it across every host. */
 export interface ClusterChat {
@@ -209,7 +169,7 @@ export class PostgresStore implements TurnStore {
 
   async get(seq: number): Promise<StoredMessage | undefined> {
     const { rows } = await this.pool.query<Row>('SELECT * FROM coordinator.messages WHERE seq = $1', [seq])
-    return rows[0] && toMessage(rows[0])
+    return rows[0] && messageOfRow(rows[0])
   }
 
   async markRunning(seq: number, attempt: number, at: number): Promise<void> {
@@ -237,7 +197,7 @@ export class PostgresStore implements TurnStore {
       `SELECT * FROM coordinator.messages WHERE chat_id = $1 AND state = 'queued' ORDER BY update_id`,
       [chatId],
     )
-    return rows.map(toMessage)
+    return rows.map(messageOfRow)
   }
 
   /** Whether the chat has a message queued or a reply unsent (after a turn: wake the chat up again). */
@@ -304,7 +264,7 @@ export class PostgresStore implements TurnStore {
       [chatId],
     )
     const row = head.rows[0]
-    return row === undefined ? undefined : { message: toMessage(row), reclaimed }
+    return row === undefined ? undefined : { message: messageOfRow(row), reclaimed }
   }
 
   /** The chat and the service as /status and /cancel see them, from every host. */
@@ -351,7 +311,7 @@ export class PostgresStore implements TurnStore {
          ORDER BY seq DESC LIMIT $3) newest ORDER BY seq`,
       [chatId ?? null, state ?? null, limit],
     )
-    return rows.map(toMessage)
+    return rows.map(messageOfRow)
   }
 
   /**
@@ -368,7 +328,7 @@ export class PostgresStore implements TurnStore {
       [seq],
     )
     const row = rows[0] as Row | undefined
-    if (row !== undefined) return toMessage(row)
+    if (row !== undefined) return messageOfRow(row)
     const message = await this.get(seq)
     if (message === undefined) throw new RangeError(`no message with id ${seq} in the inbox`)
     throw new RangeError(`message ${seq} is ${message.state}; only failed, timed_out or cancelled messages can be retried`)
