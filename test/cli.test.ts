@@ -1,4 +1,4 @@
-// The operator's commands (set-webhook, webhook-info, delete-webhook, check, --help), run as real
+// The operator's commands (set-webhook, webhook-info, delete-webhook, check, inbox, --help), run as real
 // processes (`node dist/cli.js …`) with a controlled environment against a real Bot API emulator.
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
@@ -10,6 +10,10 @@ import { SqliteInbox } from '../src/store/sqlite.js'
 import { freePort } from './helpers/caddy.js'
 import { ServiceProcess } from '../src/demo/service.js'
 import { CLI, SECRET, TEST_BRAIN, TOKEN, runProgram, type Run } from './helpers/service.js'
+import { pino } from 'pino'
+import { engineWakeUp, migrateEngine } from '../src/dispatch/engine.js'
+import { createPool, PostgresStore } from '../src/store/postgres/store.js'
+import { postgresOrSkip } from './helpers/postgres.js'
 
 /** Runs the CLI with exactly `env` (plus PATH and HOME), without tap's loader in NODE_OPTIONS. */
 function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
@@ -323,4 +327,46 @@ t.test('--help lists every command; <command> --help prints its usage; unknown c
 
   const version = await cli(['--version'])
   t.match(version.stdout, /^\d+\.\d+\.\d+\n$/u)
+})
+
+t.test('Postgres mode: check reports the database; inbox lists the shared store and inbox retry wakes the chat up', async (t) => {
+  const pg = await postgresOrSkip(t)
+  if (pg === undefined) return
+  const emu = await emulator(t)
+  const databaseUrl = await pg.createDatabase()
+  const env = { ...(await serviceEnv(t, emu)), DATABASE_URL: databaseUrl }
+  const before = await cli(['check'], env)
+  t.match(checkLines(before.stdout).get('DATABASE_URL'), { mark: '✓', text: /^Postgres \d+\.\d+ answers; no schema yet \(the service creates it at start\)$/u })
+  t.match(checkLines(before.stdout).get('STATE_DIR')?.text, /\(messages are in Postgres: DATABASE_URL\)$/u)
+
+  const pool = createPool(databaseUrl, 2, 'cli test')
+  pool.on('error', () => undefined)
+  t.teardown(() => pool.end())
+  await migrateEngine(pool, pino({ level: 'silent' }))
+  await PostgresStore.migrate(pool)
+  const store = new PostgresStore(pool, engineWakeUp, 'cli-test')
+  const update = { update_id: 71, message: { message_id: 9, date: 0, chat: { id: 4100, type: 'private' }, text: 'hello there' } }
+  const seq = (await store.accept({ updateId: 71, chatId: 4100, messageId: 9, updateJson: JSON.stringify(update), receivedAt: Date.now() })) as number
+  await store.finish(seq, { state: 'failed', exitCode: 1, exitSignal: null, stderrTail: 'boom', reply: '⚠️ failed' }, Date.now())
+  await pool.query('SELECT graphile_worker.complete_jobs(array(SELECT id FROM graphile_worker.jobs))')
+
+  const after = await cli(['check'], env)
+  t.match(checkLines(after.stdout).get('DATABASE_URL'), { mark: '✓', text: /answers; 0 message\(s\) queued$/u })
+  const listed = await cli(['inbox', '--json'], env)
+  t.equal(listed.code, 0, listed.stderr)
+  t.match(JSON.parse(listed.stdout), [{ id: seq, update_id: 71, chat_id: 4100, state: 'failed', text: 'hello there' }], 'the shared store, as JSON')
+  const retried = await cli(['inbox', 'retry', String(seq)], env)
+  t.equal(retried.code, 0, retried.stderr)
+  t.equal(retried.stdout, `message ${seq} re-queued (chat 4100)\n`)
+  const { rows } = await pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM graphile_worker.jobs WHERE queue_name = 'chat:4100'`)
+  t.equal(rows[0]?.count, 1, 'its chat is woken up in the same statement')
+  const again = await cli(['inbox', 'retry', String(seq)], env)
+  t.equal(again.code, 2, 'a queued message cannot be retried')
+  t.match(again.stderr, /is queued; only failed, timed_out or cancelled messages can be retried/u)
+
+  const down = await cli(['inbox'], { ...env, DATABASE_URL: databaseUrl.replace(/\/t_[0-9a-f]+$/u, '/no_such_database') })
+  t.equal(down.code, 1, 'a store that cannot be read: exit 1')
+  t.match(down.stderr, /^coordinator: the Postgres store in DATABASE_URL cannot be read: database "no_such_database" does not exist\n$/u)
+  const refused = await cli(['check'], { ...env, DATABASE_URL: databaseUrl.replace(/\/t_[0-9a-f]+$/u, '/no_such_database') })
+  t.match(checkLines(refused.stdout).get('DATABASE_URL'), { mark: '✗', text: /cannot be reached or refused the login/u })
 })

@@ -142,7 +142,7 @@ async function checkDatabase(databaseUrl: string): Promise<Finding> {
   const pool = createPool(databaseUrl, 1, 'coordinator check')
   try {
     const { rows } = await pool.query<{ version: string; can_create: boolean; has_schema: boolean }>(
-      `SELECT current_setting('server_version') AS version,
+      `SELECT split_part(current_setting('server_version'), ' ', 1) AS version,
               has_database_privilege(current_database(), 'CREATE') AS can_create,
               to_regclass('coordinator.messages') IS NOT NULL AS has_schema`,
     )
