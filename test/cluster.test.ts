@@ -7,6 +7,8 @@ import { ServiceProcess } from '../src/demo/service.js'
 import { startEmulator, type BotApiEmulator, type RecordedCall } from '../src/emulator/index.js'
 import { postgresOrSkip, type TestPostgres } from './helpers/postgres.js'
 import { CLI, ROOT, SANDBOX_ENV, SECRET, TOKEN, delay, eventually, tempDir } from './helpers/service.js'
+import { Api } from 'grammy'
+import { caddyMissing, startCaddy } from './helpers/caddy.js'
 
 // Two intakes and three workers on one Postgres: the Postgres mode's guarantees, live.
 const BRAIN = path.join(ROOT, 'test/fixtures/cluster-brain.sh')
@@ -36,7 +38,7 @@ interface Cluster {
 
 async function startCluster(t: Test, pg: TestPostgres, { intakes = 2, workers = 3, env = {} as Record<string, string> } = {}): Promise<Cluster> {
   const databaseUrl = await pg.createDatabase()
-  const emu = await startEmulator({ token: TOKEN })
+  const emu = await startEmulator({ token: TOKEN, deliveryRetryMs: 200, deliveryRetryMaxMs: 1000 })
   const shared = tempDir('coordinator-cluster-')
   const runLog = path.join(shared, 'runs.log')
   fs.writeFileSync(runLog, '')
@@ -441,4 +443,33 @@ t.test('at start: a database that does not exist exits 2 naming DATABASE_URL; on
   t.equal(await cluster.post(svc, update), 200, 'the re-sent update is taken')
   await eventually(() => cluster.replies().find((text) => text.startsWith(`reply ${update.update_id} `)), 20_000, 'its reply')
   t.pass('and answered')
+})
+
+t.test('Caddy in front of two intakes (COORDINATOR_UPSTREAM lists both): one killed, every update still answered once', async (t) => {
+  const pg = await postgresOrSkip(t)
+  if (pg === undefined) return
+  const missing = caddyMissing()
+  if (missing !== undefined) {
+    t.fail(`${missing}: install Debian's caddy (.ci/run does)`)
+    return
+  }
+  const cluster = await startCluster(t, pg, { intakes: 2, workers: 1 })
+  const caddy = await startCaddy({ upstream: cluster.intakes.map((svc) => new URL(svc.url).host).join(' '), telegramIpRanges: '127.0.0.0/8' })
+  t.teardown(caddy.stop)
+  await new Api(TOKEN, { apiRoot: cluster.emu.url }).setWebhook(`${caddy.url}/telegram/webhook`, { secret_token: SECRET })
+  const ids: number[] = []
+  const send = (count: number): void => {
+    for (let i = 0; i < count; i++) ids.push(cluster.emu.sendText({ chatId: 98_000 + (ids.length % 4), text: `m${ids.length}` }).update_id)
+  }
+  const answered = (): number => new Set(cluster.replies().filter((text) => text.startsWith('reply ')).map((text) => text.split(' ')[1])).size
+  send(20)
+  await eventually(() => answered() >= 20, 60_000, 'the first 20 answered')
+  const accepted = (svc: ServiceProcess): number => svc.logs.filter((line) => line.msg === 'message accepted').length
+  t.ok(cluster.intakes.every((svc) => accepted(svc) > 0), `Caddy spread them over both intakes (${cluster.intakes.map(accepted).join(' and ')})`)
+  await (cluster.intakes[0] as ServiceProcess).stop('SIGKILL')
+  send(20)
+  await eventually(() => answered() >= 40, 60_000, 'all 40 answered')
+  const replies = cluster.replies().filter((text) => text.startsWith('reply '))
+  t.equal(replies.length, 40, 'each once')
+  t.ok(cluster.emu.deliveries.some((attempt) => attempt.status !== 200), 'a delivery that reached the dead intake failed, and Telegram sent it again')
 })
