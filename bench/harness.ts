@@ -1,20 +1,23 @@
 // What every benchmark shares: paths, the bot's credentials, child processes (the service, the
-// emulator, the baselines) with their logs, ports, temporary directories and clean-up.
+// emulator, the baselines) with their logs, ports, temporary directories and clean-up. The service
+// runs through ServiceProcess, as in the demo, the tests and the soak; the other scripts through BenchChild.
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import { Api } from 'grammy'
 import type { Chat, Message, User } from 'grammy/types'
+import { LogReader, waitUntilAnswers, wallClockMs, type LogLine } from '../src/demo/child.js'
+import { ServiceProcess } from '../src/demo/service.js'
 import { cpuSecondsOf, statusKb } from '../test/helpers/proc.js'
 import { ROOT } from '../test/helpers/root.js'
 import { INBOX_FILE, SqliteInbox } from '../src/store/sqlite.js'
 
-export { ROOT, cpuSecondsOf }
+export { ROOT, cpuSecondsOf, wallClockMs }
+export type { LogLine }
 export const CLI = path.join(ROOT, 'dist/cli.js')
 /** Where the benchmark's own compiled scripts are (build/bench): the probe, the baselines, … */
 export const BENCH_BUILD = path.dirname(fileURLToPath(import.meta.url))
@@ -30,9 +33,6 @@ const STOP_GRACE_MS = 10_000
 const STDERR_KEPT_CHARS = 8_000
 
 export const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes. */
-export const wallClockMs = (): number => performance.timeOrigin + performance.now()
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -52,24 +52,16 @@ export function tempDir(prefix: string): string {
   return dir
 }
 
-/** One line of a child's JSON log (pino). */
-export interface LogLine {
-  readonly msg: string
-  /** pino's Date.now() in the child, ms. */
-  readonly time: number
-  readonly [field: string]: unknown
-}
-
-interface LineWaiter {
-  readonly match: (line: LogLine) => boolean
-  readonly resolve: (line: LogLine) => void
-}
-
 /** Where `--cpu-prof` was asked to put the service processes' CPU profiles, if anywhere. */
 let cpuProfileDir: string | undefined
 export function profileServicesInto(dir: string): void {
   cpuProfileDir = path.resolve(dir)
   fs.mkdirSync(cpuProfileDir, { recursive: true })
+}
+
+/** Node's flags for a process to profile, when the run asked for profiles: none otherwise. */
+function profileFlags(): string[] {
+  return cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`]
 }
 
 /** Node flags every `coordinator serve` of this run starts with (`--node-flags`), e.g. V8 heap settings. */
@@ -78,50 +70,49 @@ export function startServicesWith(flags: readonly string[]): void {
   serviceNodeFlags = flags
 }
 
+/** A child's whole environment: `env` over a PATH and a HOME, nothing else of the bench's (NODE_OPTIONS loaders included). */
+function childEnv(env: Readonly<Record<string, string>>): Record<string, string> {
+  return { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env }
+}
+
 export interface StartOptions {
   /** Extra arguments for node itself (before the script), e.g. --inspect. */
   readonly nodeArgs?: readonly string[]
-  /** Parse stdout as JSON lines (the service's log at LOG_LEVEL=info, a baseline's "ready"). */
+  /** Parse stdout as JSON lines (a baseline's "ready", the probe's and the inspector's results). */
   readonly readLog?: boolean
   /** Profile this process's CPU when the run asked for it (--cpu-prof). */
   readonly profile?: boolean
 }
 
 const children = new Set<BenchChild>()
+const services = new Set<ServiceProcess>()
 
-/** A node process the bench started: the service, the emulator, a baseline or a probe. */
+/** A node script the bench started beside the service: the emulator, a baseline, the probe, the inspector. */
 export class BenchChild {
   readonly name: string
   readonly process: ChildProcess
-  /** Wall clock (ms, sub-ms resolution) when it was spawned, to compare with its log's `time`. */
-  readonly spawnedAtWallMs: number
-  readonly logs: LogLine[] = []
   readonly exited: Promise<void>
+  readonly #log: LogReader | undefined
   #stderr = ''
   #stopping = false
-  #waiters = new Set<LineWaiter>()
 
   constructor(name: string, script: string, args: readonly string[], env: Record<string, string>, options: StartOptions = {}) {
     this.name = name
-    const profile = options.profile === true && cpuProfileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`] : []
-    this.spawnedAtWallMs = wallClockMs()
-    // A clean environment: nothing of the bench's own (NODE_OPTIONS loaders included) leaks in.
+    const profile = options.profile === true ? profileFlags() : []
     this.process = spawn(process.execPath, [...profile, ...(options.nodeArgs ?? []), script, ...args], {
-      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env },
+      env: childEnv(env),
       stdio: ['ignore', options.readLog ? 'pipe' : 'ignore', 'pipe'],
     })
-    this.exited = new Promise((resolve) => this.process.once('close', () => resolve()))
+    this.#log = options.readLog ? new LogReader(this.process.stdout as NonNullable<ChildProcess['stdout']>, { keep: true }) : undefined
+    this.exited = new Promise((resolve) =>
+      this.process.once('close', (code, signal) => {
+        this.#log?.end(`it exited (${code ?? signal})`)
+        resolve()
+      }),
+    )
     this.process.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
       this.#stderr = (this.#stderr + chunk).slice(-STDERR_KEPT_CHARS)
     })
-    if (options.readLog) {
-      let partial = ''
-      this.process.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-        const lines = (partial + chunk).split('\n')
-        partial = lines.pop() ?? ''
-        for (const text of lines) this.#read(text)
-      })
-    }
     this.process.once('exit', (code, signal) => {
       if (!this.#stopping && code !== 0) process.stderr.write(`bench: ${name} exited (${code ?? signal}):\n${this.#stderr}\n`)
     })
@@ -142,24 +133,14 @@ export class BenchChild {
     return this.#stderr
   }
 
-  /** The first log line (already read or still to come) that matches; rejects after timeoutMs. */
-  waitForLog(match: (line: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
-    const seen = this.logs.find(match)
-    if (seen) return Promise.resolve(seen)
-    return new Promise((resolve, reject) => {
-      const waiter: LineWaiter = {
-        match,
-        resolve: (line) => {
-          clearTimeout(timer)
-          resolve(line)
-        },
-      }
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter)
-        reject(new Error(`${this.name}: no matching log line within ${timeoutMs} ms; stderr:\n${this.#stderr}`))
-      }, timeoutMs)
-      this.#waiters.add(waiter)
-    })
+  /** The first log line (already read or still to come) that matches; rejects after timeoutMs or when it exits. */
+  async waitForLog(match: (line: LogLine) => boolean, timeoutMs: number): Promise<LogLine> {
+    if (this.#log === undefined) throw new Error(`${this.name} was started without readLog`)
+    try {
+      return await this.#log.waitFor(match, timeoutMs)
+    } catch (error) {
+      throw new Error(`${this.name}: no matching log line: ${(error as Error).message}; stderr:\n${this.#stderr}`, { cause: error })
+    }
   }
 
   /** SIGTERM (the service drains; SHUTDOWN_GRACE_S is short in the bench), SIGKILL if it lingers. */
@@ -181,39 +162,15 @@ export class BenchChild {
     await this.exited
     children.delete(this)
   }
-
-  #read(text: string): void {
-    if (!text.trim()) return
-    let line: LogLine
-    try {
-      line = JSON.parse(text) as LogLine
-    } catch {
-      line = { msg: text, time: Date.now() }
-    }
-    this.logs.push(line)
-    for (const waiter of this.#waiters) {
-      if (!waiter.match(line)) continue
-      this.#waiters.delete(waiter)
-      waiter.resolve(line)
-    }
-  }
 }
 
 /** Polls `url` until it answers below 500; throws if the process exits or 20 s pass. */
 export async function waitUntilUp(url: string, child: BenchChild): Promise<void> {
-  const until = Date.now() + UP_TIMEOUT_MS
-  while (Date.now() < until) {
-    if (!child.alive) throw new Error(`${child.name} exited before ${url} answered:\n${child.stderr}`)
-    try {
-      const response = await fetch(url)
-      await response.arrayBuffer()
-      if (response.status < 500) return
-    } catch {
-      // not listening yet
-    }
-    await delay(25)
+  try {
+    await waitUntilAnswers(url, () => child.alive, UP_TIMEOUT_MS)
+  } catch (error) {
+    throw new Error(`${child.name}: ${(error as Error).message}:\n${child.stderr}`, { cause: error })
   }
-  throw new Error(`${url} did not come up within ${UP_TIMEOUT_MS / 1000} s`)
 }
 
 export interface EmulatorProcess {
@@ -235,7 +192,9 @@ export interface ServiceOptions {
   /** Environment beyond the bench defaults (INBOX, ACK_MODE, LOG_LEVEL, BRAIN_COMMAND, …). */
   readonly env?: Record<string, string>
   readonly stateDir?: string
+  /** Node's own flags, after the run's --cpu-prof and --node-flags ones, e.g. --inspect. */
   readonly nodeArgs?: readonly string[]
+  /** Keep its log lines (`child.logs`) for the benchmark to read; they are parsed either way. */
   readonly readLog?: boolean
   /** After `serve`, e.g. ['--role', 'worker'] in the Postgres mode. */
   readonly args?: readonly string[]
@@ -243,7 +202,7 @@ export interface ServiceOptions {
 
 export interface RunningService {
   readonly url: string
-  readonly child: BenchChild
+  readonly child: ServiceProcess
   readonly stateDir: string
 }
 
@@ -251,31 +210,38 @@ export interface RunningService {
 export async function startService(options: ServiceOptions): Promise<RunningService> {
   const port = await freePort()
   const stateDir = options.stateDir ?? tempDir('state')
-  const child = new BenchChild(
-    'service',
-    CLI,
-    ['serve', ...(options.args ?? [])],
-    {
-      TELEGRAM_BOT_TOKEN: TOKEN,
-      TELEGRAM_WEBHOOK_SECRET: SECRET,
-      TELEGRAM_API_ROOT: options.apiRoot,
-      ALLOW_ALL_CHATS: '1',
-      BRAIN_COMMAND: TEST_BRAIN,
-      MAX_CONCURRENT_BRAINS: String(SLOTS),
-      STATE_DIR: stateDir,
-      PORT: String(port),
-      LOG_LEVEL: 'warn',
-      KILL_GRACE_S: '1',
-      SHUTDOWN_GRACE_S: '1',
-      // `hang` brains must hold their slots for the whole run, however long filling the queues takes.
-      BRAIN_TIMEOUT_S: '86400',
-      MESSAGE_BUDGET_S: '86400',
-      ...options.env,
-    },
-    { readLog: options.readLog ?? false, profile: true, nodeArgs: [...serviceNodeFlags, ...(options.nodeArgs ?? [])] },
-  )
   const url = `http://127.0.0.1:${port}`
-  await waitUntilUp(`${url}/livez`, child)
+  const env = childEnv({
+    TELEGRAM_BOT_TOKEN: TOKEN,
+    TELEGRAM_WEBHOOK_SECRET: SECRET,
+    TELEGRAM_API_ROOT: options.apiRoot,
+    ALLOW_ALL_CHATS: '1',
+    BRAIN_COMMAND: TEST_BRAIN,
+    MAX_CONCURRENT_BRAINS: String(SLOTS),
+    STATE_DIR: stateDir,
+    PORT: String(port),
+    LOG_LEVEL: 'warn',
+    KILL_GRACE_S: '1',
+    SHUTDOWN_GRACE_S: '1',
+    // `hang` brains must hold their slots for the whole run, however long filling the queues takes.
+    BRAIN_TIMEOUT_S: '86400',
+    MESSAGE_BUDGET_S: '86400',
+    ...options.env,
+  })
+  const child = await ServiceProcess.start(CLI, env, {
+    url,
+    args: options.args ?? [],
+    nodeArgs: [...profileFlags(), ...serviceNodeFlags, ...(options.nodeArgs ?? [])],
+    keepLogs: options.readLog ?? false,
+    readyTimeoutMs: UP_TIMEOUT_MS,
+    killAfterMs: STOP_GRACE_MS,
+  })
+  services.add(child)
+  void child.exited.then(({ code }) => {
+    services.delete(child)
+    // The bench stops it with signals (SIGTERM, then SIGKILL if it lingers): an exit status other than 0 is its own failure.
+    if (code !== null && code !== 0) process.stderr.write(`bench: the service exited (${code}):\n${child.tail(10)}\n`)
+  })
   return { url, child, stateDir }
 }
 
@@ -378,7 +344,7 @@ export function memoryOf(pid: number): Memory {
 
 /** Stops every child still running (gracefully, so services reap their brains) and removes the temporary directories. */
 export async function cleanup(): Promise<void> {
-  await Promise.all([...children].map((child) => child.stop()))
+  await Promise.all([...[...children].map((child) => child.stop()), ...[...services].map((service) => service.stop())])
   for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
 }
 

@@ -102,7 +102,9 @@ async function startDesign(design: Design, emulator: BotApiEmulator): Promise<()
     case 'service': {
       const service = await startService({ apiRoot: emulator.url })
       await pointWebhookAt(emulator.url, `${service.url}${WEBHOOK_PATH}`)
-      return () => service.child.stop()
+      return async () => {
+        await service.child.stop()
+      }
     }
     case 'grammy-webhook':
     case 'grammy-webhook-default': {

@@ -45,5 +45,5 @@ const before = (await call('Runtime.getHeapUsage')) as HeapUsage
 await call('HeapProfiler.collectGarbage')
 const after = (await call('Runtime.getHeapUsage')) as HeapUsage
 socket.close()
-process.stdout.write(`${JSON.stringify({ msg: 'gc', time: Date.now(), before, after })}\n`)
+process.stdout.write(`${JSON.stringify({ level: 30, msg: 'gc', time: Date.now(), before, after })}\n`)
 process.exit(0)

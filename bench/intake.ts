@@ -24,6 +24,7 @@ import {
   waitUntilUp,
   type EmulatorProcess,
 } from './harness.js'
+import type { ServiceProcess } from '../src/demo/service.js'
 import { table, verdict, type Section } from './report.js'
 import { fmt, median, summarize, withMissing, type Summary } from './stats.js'
 
@@ -49,7 +50,7 @@ export interface IntakeOptions {
 interface Variant {
   readonly name: string
   readonly url: string
-  readonly child: BenchChild
+  readonly child: BenchChild | ServiceProcess
   /** Its chats are firstChat + 1 … firstChat + CHATS. */
   readonly firstChat: number
   /** The 👀 rides in the webhook's answer (ACK_MODE=webhook-reply): the emulator never sees it. */

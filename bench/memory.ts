@@ -17,6 +17,7 @@ import {
   waitForHealth,
   type RunningService,
 } from './harness.js'
+import type { ServiceProcess } from '../src/demo/service.js'
 import { table, verdict, type Section } from './report.js'
 import { fmt } from './stats.js'
 
@@ -194,7 +195,7 @@ async function post(serviceUrl: string, body: string): Promise<void> {
   await response.arrayBuffer()
 }
 
-async function inspectorUrlOf(child: BenchChild): Promise<string> {
+async function inspectorUrlOf(child: ServiceProcess): Promise<string> {
   const until = Date.now() + 10_000
   for (;;) {
     const match = /ws:\/\/\S+/u.exec(child.stderr)

@@ -39,4 +39,4 @@ for (let i = 0; ; i++) {
 }
 await Promise.all(pending)
 agent.destroy()
-process.stdout.write(`${JSON.stringify({ msg: 'probe', time: Date.now(), latencies, failures })}\n`)
+process.stdout.write(`${JSON.stringify({ level: 30, msg: 'probe', time: Date.now(), latencies, failures })}\n`)

@@ -10,7 +10,7 @@ const brain = requiredEnv('BRAIN')
 const POLL_TIMEOUT_S = 30
 
 await api.deleteWebhook()
-process.stdout.write(`${JSON.stringify({ msg: 'ready', time: Date.now() })}\n`)
+process.stdout.write(`${JSON.stringify({ level: 30, msg: 'ready', time: Date.now() })}\n`)
 let offset = 0
 for (;;) {
   const updates = await api.getUpdates({ offset, timeout: POLL_TIMEOUT_S })
