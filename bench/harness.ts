@@ -66,8 +66,11 @@ function profileFlags(): string[] {
 
 /** Node flags every `coordinator serve` of this run starts with (`--node-flags`), e.g. V8 heap settings. */
 let serviceNodeFlags: readonly string[] = []
-export function startServicesWith(flags: readonly string[]): void {
+// Environment variables every `coordinator serve` of this run gets (`--service-env`), e.g. MALLOC_ARENA_MAX.
+let serviceExtraEnv: Readonly<Record<string, string>> = {}
+export function startServicesWith(flags: readonly string[], env: Readonly<Record<string, string>> = {}): void {
   serviceNodeFlags = flags
+  serviceExtraEnv = env
 }
 
 /** A child's whole environment: `env` over a PATH and a HOME, nothing else of the bench's (NODE_OPTIONS loaders included). */
@@ -226,6 +229,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     // `hang` brains must hold their slots for the whole run, however long filling the queues takes.
     BRAIN_TIMEOUT_S: '86400',
     MESSAGE_BUDGET_S: '86400',
+    ...serviceExtraEnv,
     ...options.env,
   })
   const child = await ServiceProcess.start(CLI, env, {

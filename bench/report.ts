@@ -74,7 +74,8 @@ the same work measured in the same run on the same machine.
   \`npm run bench -- --only intake,ack --duration 3\`. \`--only\` takes intake, ack, hol,
   memory, backlog, dispatch, recovery, cluster; \`--hol-brain-s S\`, \`--memory-chats N\` and \`--backlog N\` shrink those three; \`--cpu-prof DIR\`
   writes the service processes' CPU profiles (\`node build/bench/cpu-profile.js FILE\` sums one up); \`--node-flags="…"\`
-  starts every service with those Node flags; a partial run writes a report only with \`--out FILE\`.
+  starts every service with those Node flags, \`--service-env="NAME=value …"\` with those variables; a partial run writes a
+  report only with \`--out FILE\`.
 
 ## Targets
 

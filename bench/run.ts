@@ -1,6 +1,7 @@
 // `npm run bench`: every benchmark of the issue, then docs/BENCHMARKS.md.
 //   node build/bench/run.js [--only intake,ack,hol,memory,backlog,dispatch,recovery,cluster] [--duration S]
-//     [--hol-brain-s S] [--memory-chats N] [--backlog N] [--node-flags="--flag …"] [--cpu-prof DIR] [--out FILE]
+//     [--hol-brain-s S] [--memory-chats N] [--backlog N] [--node-flags="--flag …"] [--service-env="NAME=value …"]
+//     [--cpu-prof DIR] [--out FILE]
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -59,6 +60,7 @@ const { values } = parseArgs({
     backlog: { type: 'string', default: String(DEFAULT_BACKLOG) },
     'cpu-prof': { type: 'string' },
     'node-flags': { type: 'string' },
+    'service-env': { type: 'string' },
     out: { type: 'string' },
   },
 })
@@ -72,7 +74,18 @@ const settings: Settings = {
   backlog: Math.round(positive('--backlog', values.backlog)),
 }
 if (values['cpu-prof']) profileServicesInto(values['cpu-prof'])
-if (values['node-flags']) startServicesWith(values['node-flags'].split(/\s+/u).filter(Boolean))
+startServicesWith((values['node-flags'] ?? '').split(/\s+/u).filter(Boolean), serviceEnvOf(values['service-env'] ?? ''))
+/** `--service-env="A=1 B=2"` as variables; a word without `=` is refused. */
+function serviceEnvOf(text: string): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const word of text.split(/\s+/u).filter(Boolean)) {
+    const at = word.indexOf('=')
+    if (at < 1) throw new TypeError(`--service-env takes NAME=value words; got "${word}"`)
+    env[word.slice(0, at)] = word.slice(at + 1)
+  }
+  return env
+}
+
 // A partial run must not overwrite the full report unless asked to.
 const out = values.out ?? (values.only === undefined ? REPORT : undefined)
 
