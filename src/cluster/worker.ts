@@ -75,8 +75,8 @@ export class ClusterWorker {
   #timers: NodeJS.Timeout[] = []
   #lastBeat = Date.now()
   #fenced = false
-  // The engine pool a fence stopped, whose jobs go back to the queue once the database answers.
-  #fencedPool: string | undefined
+  // The id and engine pool a fence stopped: its jobs go back to the queue once the database answers.
+  #fencedAs: { readonly id: string; readonly poolId: string | undefined } | undefined
   #stopping = false
   #listener: pg.Client | undefined
 
@@ -264,22 +264,28 @@ export class ClusterWorker {
     this.#fenced = true
     this.#stopAll('shutdown')
     const engine = this.#engine
-    const poolId = engine.poolId
+    this.#fencedAs = { id: this.#id, poolId: engine.poolId }
     this.#engine = new ChatEngine()
-    this.#fencedPool = poolId
+    // The host comes back under a new id: the old one may already be given up for dead.
+    this.#id = newWorkerId()
     void engine.stop().catch(() => undefined)
   }
 
-  /** Back in touch with the database after a fence: the old jobs go back to the queue; a new start. */
+  /**
+   * Back in touch with the database after a fence: the old jobs go back to the queue, the old id is
+   * marked stopped, and the engine starts afresh. A step that fails is tried again at the next beat.
+   */
   async #recover(): Promise<void> {
     const { store, log } = this.#deps
-    if (this.#fencedPool !== undefined) await releasePool(store.pool, this.#fencedPool)
-    await store.pool.query('UPDATE coordinator.workers SET stopped = true WHERE id = $1', [this.#id])
-    this.#id = newWorkerId()
+    const fencedAs = this.#fencedAs
+    if (fencedAs !== undefined) {
+      if (fencedAs.poolId !== undefined) await releasePool(store.pool, fencedAs.poolId)
+      await store.pool.query('UPDATE coordinator.workers SET stopped = true WHERE id = $1', [fencedAs.id])
+      this.#fencedAs = undefined
+    }
     await this.#register()
-    this.#fencedPool = undefined
-    this.#fenced = false
     await this.#engine.start(store.pool, this.#deps.slots, (chatId, signal) => this.#handle(chatId, signal), log)
+    this.#fenced = false
     log.warn({ worker: this.#id }, 'database reachable again; taking chats under a new id')
   }
 
