@@ -1,3 +1,4 @@
+import type { FastifyBaseLogger } from 'fastify'
 import { forgetChatDir } from '../brain/chat-dir.js'
 import { IntakeTriage, reactionCall, unsupportedReply, type Receipt, type TriageDeps } from '../intake/intake.js'
 import { answerCommand, type ChatSnapshot, type CommandAnswer, type CommandContext } from '../intake/service-commands.js'
@@ -56,12 +57,24 @@ export class ClusterIntake extends IntakeTriage {
       }
       answer.act?.()
       messageLog.info({ seq, kind: answer.what }, 'answered by the service')
-      const answered = await store.get(seq)
-      if (answered !== undefined) void deliver({ inbox: store, telegram: this.#deps.telegram }, answered, answered.reply ?? '', messageLog)
+      void this.#sendAnswer(seq, messageLog)
       return { status: 200, outcome: 'accepted' }
     } catch (error) {
       messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')
       return { status: 503, outcome: 'rejected', detail: 'database unavailable' }
+    }
+  }
+
+  /**
+   * Sends a stored answer. It is stored first, so one that cannot be read or sent now stays pending
+   * and goes out, in order, with the chat's next turn on a worker.
+   */
+  async #sendAnswer(seq: number, log: FastifyBaseLogger): Promise<void> {
+    try {
+      const answered = await this.#deps.store.get(seq)
+      if (answered !== undefined) await deliver({ inbox: this.#deps.store, telegram: this.#deps.telegram }, answered, answered.reply ?? '', log)
+    } catch (error) {
+      log.warn({ err: error }, "the service's answer could not be read back; it goes out with the chat's next turn")
     }
   }
 
