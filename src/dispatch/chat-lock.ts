@@ -80,6 +80,13 @@ export class ChatLocks {
           fs.rmSync(lockfilePath, { recursive: true, force: true })
           continue
         }
+        // Stale by age (a live holder keeps it fresh), though its owner's pid runs: a process that
+        // died and whose pid went to another. Without this, such a lock would hold the chat forever.
+        if (code === 'ENOTEMPTY') {
+          log.warn({ lock: lockfilePath }, 'taking over a stale chat lock (its pid now belongs to another process)')
+          fs.rmSync(lockfilePath, { recursive: true, force: true })
+          continue
+        }
         if (Date.now() + RETRY_EVERY_MS >= deadline) throw new ChatLockTimeout(lockfilePath)
         await new Promise((resolve) => setTimeout(resolve, RETRY_EVERY_MS))
       }

@@ -97,6 +97,23 @@ t.test('a lock whose owner still runs is not taken over', async (t) => {
   t.ok(fs.existsSync(path.join(lockfile, 'owner')), "the live owner's lock is untouched")
 })
 
+t.test("a stale lock whose owner's pid was reused by another process is taken over once stale", async (t) => {
+  const dir = tempDir()
+  const { log, messages } = recordingLog()
+  // A service killed outright left this lock; its pid now belongs to a process that runs.
+  const reused = spawn('sleep', ['30'])
+  t.teardown(() => void reused.kill('SIGKILL'))
+  const lockfile = path.join(dir, 'chat-11.lock')
+  fs.mkdirSync(lockfile, { recursive: true })
+  fs.writeFileSync(path.join(lockfile, 'owner'), `${reused.pid}\n`)
+  const longAgo = new Date(Date.now() - 60_000)
+  fs.utimesSync(lockfile, longAgo, longAgo)
+  const release = await new ChatLocks(dir, log).acquire(11, Date.now() + 5000, log)
+  t.same(messages(), ['taking over a stale chat lock (its pid now belongs to another process)'])
+  t.equal(fs.readFileSync(path.join(lockfile, 'owner'), 'utf8').trim(), String(process.pid), 'now ours')
+  await release()
+})
+
 t.test('an unusable LOCK_DIR: one warning, then locks are no-ops', async (t) => {
   const dir = tempDir()
   const { log, messages } = recordingLog()
