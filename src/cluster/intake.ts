@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { forgetChatDir } from '../brain/chat-dir.js'
-import { IntakeTriage, reactionCall, unsupportedReply, type Receipt, type TriageDeps } from '../intake/intake.js'
+import { IntakeTriage, unsupportedAnswer, type Receipt, type TriageDeps } from '../intake/intake.js'
 import { answerCommand, type ChatSnapshot, type CommandAnswer, type CommandContext } from '../intake/service-commands.js'
 import type { ClusterChat, PostgresStore } from '../store/postgres/store.js'
 import { deliver } from '../telegram/delivery.js'
@@ -30,7 +30,7 @@ export class ClusterIntake extends IntakeTriage {
     if (!this.accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
     const triaged = this.triage(body, receivedAt)
     if ('status' in triaged) return triaged
-    const { classified, message, updateId, stored, messageLog } = triaged
+    const { classified, message, stored, messageLog } = triaged
     try {
       let answer: (CommandAnswer & { readonly what: string }) | undefined
       if (classified.kind === 'command') {
@@ -38,7 +38,7 @@ export class ClusterIntake extends IntakeTriage {
         const context = this.#commandContext(message.chatId, await store.chat(message.chatId), receivedAt, onError)
         answer = { ...answerCommand(classified.command, context), what: `/${classified.command.name}` }
       } else if (classified.kind === 'unsupported') {
-        answer = { reply: unsupportedReply(classified.what), what: classified.what }
+        answer = unsupportedAnswer(classified.what)
       }
       const seq = answer === undefined ? await store.accept(stored) : await store.acceptAnswered(stored, answer.reply)
       if (seq === 'duplicate') {
@@ -46,10 +46,7 @@ export class ClusterIntake extends IntakeTriage {
         return { status: 200, outcome: 'duplicate' }
       }
       if (answer === undefined) {
-        let webhookReply: Record<string, unknown> | undefined
-        if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
-        else this.acknowledge(updateId, message, receivedAt, messageLog)
-        messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
+        const webhookReply = this.acknowledgeStored(triaged, seq, receivedAt)
         if (config.busyMode === 'interrupt') {
           signalChat(store.pool, { chat_id: message.chatId, reason: 'interrupt' }).catch((error: unknown) => messageLog.warn({ err: error }, 'could not interrupt the running brain'))
         }

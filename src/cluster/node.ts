@@ -105,7 +105,12 @@ export class ClusterNode implements ServiceCore {
         brains: { running: this.worker?.running ?? 0, limit: this.worker ? config.maxConcurrentBrains : 0, oldest_running_s: ageSeconds(running[0]?.runningSince, now) },
         queue: { pending: stats.queued, running: stats.running, oldest_pending_s: ageSeconds(stats.oldestQueuedAt, now) },
         workers: { live: stats.liveWorkers, slots: stats.liveSlots, dead: stats.deadWorkers, jobs_held_by_dead: stats.heldByDead },
-        store: { kind: 'postgres', writable: this.store.writable, size_bytes: stats.sizeBytes },
+        store: {
+          kind: 'postgres',
+          writable: this.store.writable,
+          size_bytes: stats.sizeBytes,
+          ...(this.store.lastWriteError ? { last_error: this.store.lastWriteError } : {}),
+        },
       },
     }
   }

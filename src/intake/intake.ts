@@ -35,9 +35,10 @@ export interface Triaged {
   readonly messageLog: FastifyBaseLogger
 }
 
-/** The answer to a kind of message the brain cannot take. */
-export function unsupportedReply(what: string): string {
-  return `Sorry, I can't handle ${what.replaceAll('_', ' ')}: please send text, a photo, a voice note or a file.`
+/** The answer to a kind of message the brain cannot take (`what`, e.g. "video_chat_started"). */
+export function unsupportedAnswer(kind: string): { readonly reply: string; readonly what: string } {
+  const what = kind.replaceAll('_', ' ')
+  return { reply: `Sorry, I can't handle ${what}: please send text, a photo, a voice note or a file.`, what }
 }
 
 /** What every intake classifies and acknowledges updates with. */
@@ -158,8 +159,20 @@ export class IntakeTriage {
     )
   }
 
+  /**
+   * A message stored for its brain: acknowledged with the receipt reaction (ACK_MODE=webhook-reply:
+   * returned, for the webhook's answer) and logged.
+   */
+  acknowledgeStored({ message, updateId, messageLog }: Triaged, seq: number, receivedAt: number): Record<string, unknown> | undefined {
+    const { config } = this.#base
+    messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
+    if (config.ackMode === 'webhook-reply') return reactionCall(message, config.ackEmoji)
+    this.#acknowledge(updateId, message, receivedAt, messageLog)
+    return undefined
+  }
+
   /** Fires the receipt reaction; its failure is logged and never touches the work. */
-  acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
+  #acknowledge(updateId: number, message: IncomingMessage, receivedAt: number, log: FastifyBaseLogger): void {
     const { telegram, config, metrics, acks } = this.#base
     const call = telegram.react(message.chatId, message.messageId, config.ackEmoji)
     acks.track(updateId, call)
@@ -201,7 +214,7 @@ export class Intake extends IntakeTriage {
       const context = localCommandContext({ chatId: message.chatId, dispatcher, inbox, config, now: receivedAt, onError })
       answer = { ...answerCommand(classified.command, context), what: `/${classified.command.name}` }
     } else if (classified.kind === 'unsupported') {
-      answer = { reply: unsupportedReply(classified.what), what: classified.what.replaceAll('_', ' ') }
+      answer = unsupportedAnswer(classified.what)
     }
     let seq: number | 'duplicate'
     try {
@@ -218,9 +231,7 @@ export class Intake extends IntakeTriage {
 
     let webhookReply: Record<string, unknown> | undefined
     if (answer === undefined) {
-      if (config.ackMode === 'webhook-reply') webhookReply = reactionCall(message, config.ackEmoji)
-      else this.acknowledge(updateId, message, receivedAt, messageLog)
-      messageLog.info({ seq, chars: message.text.length, edited: message.edited || undefined }, 'message accepted')
+      webhookReply = this.acknowledgeStored(triaged, seq, receivedAt)
       // A newer message stops the running brain; the next run takes every message not yet answered.
       if (config.busyMode === 'interrupt' && !joinsAlbum(inbox, message, seq) && dispatcher.stop(message.chatId, 'interrupt')) {
         messageLog.info('running brain interrupted by this message')
@@ -247,7 +258,7 @@ function joinsAlbum(inbox: Inbox, message: IncomingMessage, seq: number): boolea
 }
 
 /** The receipt reaction as a webhook reply: the Bot API runs it, but nobody learns whether it worked. */
-export function reactionCall(message: IncomingMessage, emoji: string): Record<string, unknown> {
+function reactionCall(message: IncomingMessage, emoji: string): Record<string, unknown> {
   return {
     method: 'setMessageReaction',
     chat_id: message.chatId,

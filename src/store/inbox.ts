@@ -98,7 +98,7 @@ export interface Outcome {
 }
 
 export interface InboxStats {
-  readonly kind: 'sqlite' | 'memory' | 'postgres'
+  readonly kind: 'sqlite' | 'memory'
   readonly writable: boolean
   readonly sizeBytes: number
   readonly oldestQueuedAt: number | null

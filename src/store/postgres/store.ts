@@ -3,7 +3,6 @@ import { ChatStateSync } from './chat-state.js'
 import {
   crashLoopNotice,
   InboxWriteError,
-  type InboxStats,
   type ListFilter,
   type NewMessage,
   type Outcome,
@@ -209,12 +208,6 @@ export class PostgresStore implements TurnStore {
     return (rows[0] as { open: boolean }).open
   }
 
-  /** How many of a chat's messages are queued. */
-  async countQueued(chatId: number): Promise<number> {
-    const { rows } = await this.pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM coordinator.messages WHERE chat_id = $1 AND state = 'queued'`, [chatId])
-    return (rows[0] as { count: number }).count
-  }
-
   async requeue(seqs: readonly number[]): Promise<void> {
     await this.#write(`UPDATE coordinator.messages SET state = 'queued' WHERE seq = ANY($1::bigint[]) AND state = 'running'`, [seqs])
   }
@@ -356,8 +349,9 @@ export class PostgresStore implements TurnStore {
     return this.#writable
   }
 
-  inboxStats(sizeBytes: number, oldestQueuedAt: number | null): InboxStats {
-    return { kind: 'postgres', writable: this.#writable, sizeBytes, oldestQueuedAt, lastWriteError: this.#lastWriteError }
+  /** The last write's error, while writes fail. */
+  get lastWriteError(): string | null {
+    return this.#lastWriteError
   }
 
   /** The shared queue and the hosts serving it. */
