@@ -155,13 +155,19 @@ t.test('start-up refuses what cannot work, with exit 2 and one line naming the v
     [{ MEDIA_QUOTA_MB: 'lots' }, /^coordinator: MEDIA_QUOTA_MB must be a whole number/u],
     [{ LINK_PREVIEWS: 'yes' }, /^coordinator: LINK_PREVIEWS must be one of on, off/u],
   ]
-  for (const [overrides, expected] of cases) {
+  const start = (overrides: Record<string, string | undefined>): Promise<{ code: number; stderr: string }> => {
     const env: Record<string, string> = {}
     for (const [key, value] of Object.entries({ ...base, ...overrides })) if (value !== undefined) env[key] = value
-    const result = await run(process.execPath, [CLI, 'serve'], { env, timeout: 10_000 }).then(
+    return run(process.execPath, [CLI, 'serve'], { env, timeout: 10_000 }).then(
       () => ({ code: 0, stderr: '' }),
       (error: { code: number; stderr: string }) => ({ code: error.code, stderr: error.stderr }),
     )
+  }
+  // Four at a time: each is a whole process start, and they are independent.
+  const results: { code: number; stderr: string }[] = []
+  for (let i = 0; i < cases.length; i += 4) results.push(...(await Promise.all(cases.slice(i, i + 4).map(([overrides]) => start(overrides)))))
+  for (const [i, [overrides, expected]] of cases.entries()) {
+    const result = results[i] as { code: number; stderr: string }
     const name = Object.keys(overrides)[0]
     t.equal(result.code, 2, `${name}: exit 2`)
     t.equal(result.stderr.trim().split('\n').length, 1, `${name}: one line`)
