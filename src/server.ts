@@ -9,6 +9,7 @@ import { UsageError } from './cli/usage.js'
 import type { ClusterStats } from './store/postgres/store.js'
 import { ChatStateSync } from './store/postgres/chat-state.js'
 import { EventLoopDelay, type ServiceCore } from './health.js'
+import { HeapReducer } from './heap-reducer.js'
 import { LoopStallWatch } from './loop-stalls.js'
 import { createLogger } from './log.js'
 import { Metrics } from './metrics.js'
@@ -230,8 +231,10 @@ async function serveRoutes(options: {
   })
   app.addHook('preClose', options.stop)
   const stalls = new LoopStallWatch(logger)
+  const heap = new HeapReducer(logger)
   app.addHook('onClose', async () => {
     stalls.close()
+    heap.close()
     botCheck.stop()
     loopDelay.close()
     options.close()

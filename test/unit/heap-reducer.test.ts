@@ -1,0 +1,71 @@
+import t, { type Test } from 'tap'
+import v8 from 'node:v8'
+import { pino } from 'pino'
+import { HeapReducer } from '../../src/heap-reducer.js'
+
+// The reducer in this very process: a burst of garbage grows V8's heap, and the reducer hands it
+// back only once the event loop has been idle for a whole check.
+const MB = 2 ** 20
+const CHECK_MS = 300
+
+interface Reduced {
+  readonly heap_mb: number
+  readonly heap_after_mb: number
+  readonly ms: number
+}
+
+function reducer(t: Test): Reduced[] {
+  const reduced: Reduced[] = []
+  const log = pino({ level: 'info' }, { write: (line: string) => void reduced.push(JSON.parse(line) as Reduced) })
+  const heap = new HeapReducer(log, { checkMs: CHECK_MS, slackBytes: 32 * MB, idleUtilization: 0.5 })
+  t.teardown(() => heap.close())
+  return reduced
+}
+
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+const committedMB = (): number => v8.getHeapStatistics().total_heap_size / MB
+
+/** Allocates objects that live a little while, as a burst of requests does, until the heap commits `untilMB` more. */
+async function burst(untilMB: number, { yieldEveryMs }: { yieldEveryMs: number }): Promise<void> {
+  const start = committedMB()
+  let inFlight: object[] = []
+  let lastYield = performance.now()
+  while (committedMB() < start + untilMB) {
+    for (let i = 0; i < 5000; i++) inFlight.push({ text: `message ${i} ${Math.random()}`, ids: [i, i + 1] })
+    if (inFlight.length > 200_000) inFlight = inFlight.slice(-50_000)
+    // Yielding with setImmediate keeps the loop busy (never idle for a check) but lets timers run.
+    if (performance.now() - lastYield >= yieldEveryMs) {
+      await new Promise((resolve) => setImmediate(resolve))
+      lastYield = performance.now()
+    }
+  }
+}
+
+t.test('after a burst, an idle loop gets the heap handed back', async (t) => {
+  const reduced = reducer(t)
+  await burst(96, { yieldEveryMs: 5 })
+  const grown = committedMB()
+  t.same(reduced, [], 'nothing handed back while the loop was busy')
+  const until = Date.now() + 20 * CHECK_MS
+  while (reduced.length === 0 && Date.now() < until) await delay(CHECK_MS)
+  t.equal(reduced.length, 1, 'handed back once the loop idled')
+  const [entry] = reduced as [Reduced]
+  t.ok(entry.heap_after_mb < entry.heap_mb - 32, `the heap shrank: ${entry.heap_mb} → ${entry.heap_after_mb} MB committed (${entry.ms} ms)`)
+  t.ok(committedMB() < grown - 32, `and stays smaller (${Math.round(grown)} → ${Math.round(committedMB())} MB)`)
+  await delay(3 * CHECK_MS)
+  t.equal(reduced.length, 1, 'once per burst: an idle loop with a small heap is left alone')
+})
+
+t.test('a loop that stays busy is never paused for it', async (t) => {
+  const reduced = reducer(t)
+  const floor = committedMB()
+  await burst(64, { yieldEveryMs: 5 })
+  const busyUntil = Date.now() + 6 * CHECK_MS
+  let smallest = committedMB()
+  while (Date.now() < busyUntil) {
+    await burst(4, { yieldEveryMs: 5 })
+    smallest = Math.min(smallest, committedMB())
+  }
+  t.ok(smallest > floor + 32, `the heap stayed grown: at least ${Math.round(smallest)} MB committed over a floor of ${Math.round(floor)} MB`)
+  t.same(reduced, [], 'no collection while the loop was busy through every check')
+})
