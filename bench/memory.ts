@@ -26,6 +26,12 @@ const CONNECTIONS = 10
 const BUSY_CHAT_BASE = 900_000
 const SAMPLE_EVERY_MS = 250
 const SETTLE_MS = 2000
+// A settled reading: RSS sampled every second until the last 15 are within 2 MB (at most 60 s),
+// longer than the heap reducer takes to see an idle loop (two of its checks).
+const SAMPLE_SETTLED_MS = 1000
+const STEADY_SAMPLES = 15
+const STEADY_MB = 2
+const SETTLE_MAX_MS = 60_000
 const RSS_TARGET_MB = 150
 // "Back near baseline": at most this much above the idle service's RSS once drained (after a GC).
 const NEAR_BASELINE_MB = 20
@@ -76,6 +82,21 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
     const { rssMB, anonMB } = memoryOf(pid)
     readings.push({ phase, rssMB, anonMB, ...(heap === undefined ? {} : { heap }) })
   }
+  /** RSS once it stopped moving: what the service holds while it idles, after its heap reducer ran. */
+  const readSettled = async (phase: string): Promise<number> => {
+    const started = performance.now()
+    const samples: number[] = []
+    for (;;) {
+      await delay(SAMPLE_SETTLED_MS)
+      samples.push(memoryOf(pid).rssMB)
+      const last = samples.slice(-STEADY_SAMPLES)
+      const steady = last.length === STEADY_SAMPLES && Math.max(...last) - Math.min(...last) <= STEADY_MB
+      if (steady || performance.now() - started >= SETTLE_MAX_MS) break
+    }
+    const { rssMB, anonMB } = memoryOf(pid)
+    readings.push({ phase, rssMB, anonMB })
+    return (performance.now() - started) / 1000
+  }
   let nextUpdateId = 1
   let nextCommandId = 10_000_000
 
@@ -110,7 +131,9 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
   clearInterval(sampler)
   if (fill.non2xx > 0 || fill.errors > 0) throw new Error(`memory: filling the queues got ${fill.non2xx} non-2xx answers and ${fill.errors} errors`)
   await waitForHealth(service.url, (report) => report.queue.pending >= total, 10_000, `${total} queued`)
-  await read(`${total} queued`, false)
+  await read(`${total} queued, ${SETTLE_MS / 1000} s after the fill`, false)
+  const rightAfterFill = readings.at(-1)?.rssMB ?? Number.NaN
+  const queuedSettleS = await readSettled(`${total} queued, settled`)
   const queuedRss = readings.at(-1)?.rssMB ?? Number.NaN
   // VmHWM only grows: read now, it is the peak of everything so far.
   const peakDuringFill = Math.max(sampledPeak, memoryOf(pid).peakMB)
@@ -140,20 +163,24 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
   await waitForHealth(service.url, (r) => r.queue.pending === 0 && r.queue.chats === 0 && r.brains.running === 0, 120_000, 'every queue drained')
   const drainS = (performance.now() - drainStarted) / 1000
   const peakAfterDrain = memoryOf(pid).peakMB
-  await read('drained', false)
-  await read('drained, after a forced GC', true)
+  await read(`drained, ${SETTLE_MS / 1000} s after`, false)
+  const drainedSettleS = await readSettled('drained, settled')
   const drained = readings.at(-1)?.rssMB ?? Number.NaN
+  await read('drained, after a forced GC', true)
+  const drainedGc = readings.at(-1)?.rssMB ?? Number.NaN
   const drainedHeap = readings.at(-1)?.heap
 
   const rows = readings.map((r) => [r.phase, fmt(r.rssMB, 1), fmt(r.anonMB, 1), r.heap ? fmt(r.heap.usedMB, 1) : '', r.heap ? fmt(r.heap.totalMB, 1) : ''])
   rows.splice(2, 0, [`peak while filling (VmHWM)`, fmt(peakDuringFill, 1), '', '', ''])
-  rows.splice(5, 0, [`peak while draining (VmHWM)`, peakAfterDrain > peakDuringFill ? fmt(peakAfterDrain, 1) : 'no higher', '', '', ''])
+  rows.splice(6, 0, [`peak while draining (VmHWM)`, peakAfterDrain > peakDuringFill ? fmt(peakAfterDrain, 1) : 'no higher', '', '', ''])
   return {
     title: 'Memory',
     method: [
       `The service (SQLite inbox) with ${SLOTS} \`hang\` brains in the slots takes ${chatIds.length} chats × ${PER_CHAT} messages through the webhook`,
       `(autocannon, ${CONNECTIONS} connections): ${total} queued, nothing drains. Then \`/cancel all\` in every chat and \`/cancel\` in the busy`,
-      `ones empty every queue without running a brain. RSS is VmRSS from /proc/<pid>/status, ${SETTLE_MS / 1000} s after each step;`,
+      `ones empty every queue without running a brain. RSS is VmRSS from /proc/<pid>/status, ${SETTLE_MS / 1000} s after each step, and`,
+      `"settled" once it stops moving (the last ${STEADY_SAMPLES} of readings a second apart within ${STEADY_MB} MB, at most ${SETTLE_MAX_MS / 1000} s): what the idle`,
+      `service holds, once its heap reducer (src/heap-reducer.ts) has handed back what the burst left. The targets are judged settled;`,
       `"forced GC" is a full collection through the inspector (the service runs with --inspect), with V8's heap after it: the live`,
       `objects ("used") and the memory V8 keeps for its heap ("committed"); anonymous RSS beyond that is native (malloc, buffers, SQLite).`,
     ].join('\n'),
@@ -161,15 +188,16 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
       table(['phase', 'RSS MB', 'of which anonymous MB', 'JS heap used MB', 'JS heap committed MB'], rows),
       '',
       `Filling took ${fmt(fillS, 1)} s (${fmt(total / fillS, 0)} updates/s); draining took ${fmt(drainS, 1)} s.`,
+      `Settling took ${fmt(queuedSettleS, 0)} s with the queues full and ${fmt(drainedSettleS, 0)} s drained.`,
       `Live JS heap per queued message (after GC, over the idle service's): ${fmt(heapPerMessage, 0)} bytes.`,
       '',
-      `- RSS with ${total} queued: **${fmt(queuedRss, 1)} MB** (target ≤ ${RSS_TARGET_MB} MB: ${verdict(queuedRss <= RSS_TARGET_MB)}); peak ${fmt(peakDuringFill, 1)} MB`,
-      `- drained, after a GC: **${fmt(drained, 1)} MB**, baseline ${fmt(baseline, 1)} MB (target: within ${NEAR_BASELINE_MB} MB: ${verdict(drained - baseline <= NEAR_BASELINE_MB)})`,
+      `- RSS with ${total} queued, settled: **${fmt(queuedRss, 1)} MB** (target ≤ ${RSS_TARGET_MB} MB: ${verdict(queuedRss <= RSS_TARGET_MB)}); ${fmt(rightAfterFill, 1)} MB ${SETTLE_MS / 1000} s after the fill, peak ${fmt(peakDuringFill, 1)} MB`,
+      `- drained, settled: **${fmt(drained, 1)} MB** (after a forced GC ${fmt(drainedGc, 1)} MB), baseline ${fmt(baseline, 1)} MB (target: within ${NEAR_BASELINE_MB} MB: ${verdict(drained - baseline <= NEAR_BASELINE_MB)})`,
     ].join('\n'),
     targets: [
       {
         target: `RSS ≤ ${RSS_TARGET_MB} MB with ${total} queued`,
-        measured: `${fmt(queuedRss, 1)} MB (peak ${fmt(peakDuringFill, 1)} MB)`,
+        measured: `${fmt(queuedRss, 1)} MB settled (${SETTLE_MS / 1000} s after the fill ${fmt(rightAfterFill, 1)}, peak ${fmt(peakDuringFill, 1)} MB)`,
         met: queuedRss <= RSS_TARGET_MB,
         whenMissed:
           `In this run, after a forced GC with ${total} queued: JS heap used ${fmt(queuedHeap?.usedMB ?? Number.NaN, 1)} MB ` +
@@ -178,12 +206,12 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
       },
       {
         target: `RSS back near baseline after draining (≤ baseline + ${NEAR_BASELINE_MB} MB)`,
-        measured: `${fmt(drained, 1)} MB vs ${fmt(baseline, 1)} MB`,
+        measured: `${fmt(drained, 1)} MB settled vs ${fmt(baseline, 1)} MB (after a forced GC: ${fmt(drainedGc, 1)} MB)`,
         met: drained - baseline <= NEAR_BASELINE_MB,
         whenMissed:
           `In this run, drained and after a forced GC: JS heap used ${fmt(drainedHeap?.usedMB ?? Number.NaN, 1)} MB ` +
           `(idle: ${fmt(idleHeap?.usedMB ?? Number.NaN, 1)} MB), committed ${fmt(drainedHeap?.totalMB ?? Number.NaN, 1)} MB ` +
-          `(idle: ${fmt(idleHeap?.totalMB ?? Number.NaN, 1)} MB), so ${fmt(drained - baseline - ((drainedHeap?.totalMB ?? 0) - (idleHeap?.totalMB ?? 0)), 1)} MB of the rise is outside V8's heap.`,
+          `(idle: ${fmt(idleHeap?.totalMB ?? Number.NaN, 1)} MB), so ${fmt(drainedGc - baseline - ((drainedHeap?.totalMB ?? 0) - (idleHeap?.totalMB ?? 0)), 1)} MB of the rise is outside V8's heap.`,
       },
     ],
   }
