@@ -44,7 +44,7 @@ export class Coordinator implements ServiceCore {
     return !this.intake.accepting
   }
 
-  receive(body: unknown): Receipt {
+  receive(body: unknown): Promise<Receipt> {
     return this.intake.receive(body)
   }
 

@@ -2,6 +2,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
+import type { Update } from 'grammy/types'
 import { startEmulator, type RecordedCall } from '../src/emulator/index.js'
 import { ROOT, SECRET, TOKEN, delay, eventually, freePort, readBrainLog, startStack, tempDir } from './helpers/service.js'
 
@@ -171,6 +172,52 @@ t.test('an unwritable store: 503 and nothing acknowledged; intake resumes when i
   t.pass('the re-sent update is accepted once the store is writable')
   await eventually(() => replyTexts(stack.emu.calls).some((text) => text.startsWith(`reply ${update.update_id}`)), 10_000, 'the reply')
   await eventually(async () => (await fetch(`${stack.svc.url}/readyz`)).status === 200, 10_000, 'readyz to recover')
+})
+
+t.test('many webhook requests at once: each stored and answered once; a commit that fails answers each 503 and loses none', async (t) => {
+  const stack = await startStack()
+  t.teardown(() => stack.close())
+  const { emu } = stack
+  const post = (update: unknown) =>
+    fetch(`${stack.svc.url}/telegram/webhook`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-telegram-bot-api-secret-token': SECRET },
+      body: JSON.stringify(update),
+    })
+  const reactedTo = (updates: readonly Update[]) => {
+    const reacted = new Set(emu.callsOf('setMessageReaction').map((call) => `${String(call.params['chat_id'])}/${String(call.params['message_id'])}`))
+    return updates.filter((update) => reacted.has(`${update.message?.chat.id}/${update.message?.message_id}`))
+  }
+  const repliedOnce = (updates: readonly Update[]) => {
+    const replies = replyTexts(emu.calls)
+    return updates.every((update) => replies.filter((text) => text.startsWith(`reply ${update.update_id} `)).length === 1)
+  }
+
+  // The emulator delivers to up to 40 chats at once, as Telegram does.
+  const chats = Array.from({ length: 40 }, (_, i) => 7400 + i)
+  const first = chats.map((chatId) => emu.sendText({ chatId, text: `first ${chatId}` }))
+  await eventually(() => repliedOnce(first), 30_000, 'a reply to each')
+  t.equal(reactedTo(first).length, 40, 'a 👀 on each')
+  t.same((await Promise.all(first.slice(0, 20).map(post))).map((response) => response.status), Array(20).fill(200), 'a re-sent update is a duplicate, answered 200')
+
+  const blocker = new Database(path.join(stack.stateDir, 'inbox.sqlite'))
+  t.teardown(() => blocker.close())
+  blocker.exec('BEGIN EXCLUSIVE')
+  const blocked = chats.slice(0, 20).map((chatId) => emu.sendText({ chatId, text: `blocked ${chatId}` }))
+  const answers = await Promise.all(blocked.map(post))
+  t.same(answers.map((response) => response.status), Array(20).fill(503), 'each request of a failed commit is answered 503')
+  t.same(await Promise.all(answers.map((response) => response.json())), Array(20).fill({ error: 'inbox unavailable' }), 'with the usual error')
+  await stack.emu.waitForDelivery((attempt) => attempt.update_id === blocked[19]?.update_id && attempt.status === 503, { timeoutMs: 5000 })
+  t.same(reactedTo(blocked), [], 'no 👀 for any of them')
+
+  blocker.exec('COMMIT')
+  await eventually(() => repliedOnce(blocked), 30_000, 'a reply to each, once the inbox can be written')
+  t.equal(reactedTo(blocked).length, 20, 'a 👀 on each')
+  const stored = new Database(path.join(stack.stateDir, 'inbox.sqlite'), { readonly: true })
+  t.teardown(() => stored.close())
+  const rows = stored.prepare('SELECT update_id FROM messages').pluck().all() as number[]
+  const ids = [...first, ...blocked].map((update) => update.update_id)
+  t.same(rows.filter((id) => ids.includes(id)).sort(), [...ids].sort(), 'each update stored once')
 })
 
 t.test('SIGTERM with work queued: exit 0 within the grace, and the queued work runs after a restart', async (t) => {

@@ -4,6 +4,7 @@ import type { Config } from '../config.js'
 import { LogThrottle } from '../log.js'
 import type { Dispatcher } from '../dispatch/dispatcher.js'
 import type { Metrics } from '../metrics.js'
+import { GroupCommit } from '../store/group-commit.js'
 import { InboxWriteError, type Inbox, type NewMessage, type StoredMessage } from '../store/inbox.js'
 import type { PendingAcks } from '../telegram/acks.js'
 import type { TelegramClient } from '../telegram/client.js'
@@ -191,17 +192,20 @@ export class IntakeTriage {
  */
 export class Intake extends IntakeTriage {
   #deps: IntakeDeps
+  #commits: GroupCommit
 
   constructor(deps: IntakeDeps) {
     super(deps)
     this.#deps = deps
+    this.#commits = new GroupCommit(deps.inbox)
   }
 
   /**
-   * Handles one authentic webhook body. Synchronous up to the answer: the only waiting is the
-   * inbox write, so the webhook answers in well under a millisecond of work.
+   * Handles one authentic webhook body. The only waiting is the inbox write, committed together
+   * with the other requests read in the same turn of the event loop, so the webhook answers in well
+   * under a millisecond of work.
    */
-  receive(body: unknown, receivedAt = Date.now()): Receipt {
+  async receive(body: unknown, receivedAt = Date.now()): Promise<Receipt> {
     const { config, inbox, dispatcher } = this.#deps
     if (!this.accepting) return { status: 503, outcome: 'rejected', detail: 'shutting down' }
     const triaged = this.triage(body, receivedAt)
@@ -218,7 +222,7 @@ export class Intake extends IntakeTriage {
     }
     let seq: number | 'duplicate'
     try {
-      seq = answer === undefined ? inbox.accept(stored) : inbox.acceptAnswered(stored, answer.reply)
+      seq = await this.#commits.accept(stored, answer?.reply)
     } catch (error) {
       if (!(error instanceof InboxWriteError)) throw error
       messageLog.error({ err: error }, 'update not stored; answering 503 so Telegram re-sends it')

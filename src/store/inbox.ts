@@ -25,6 +25,12 @@ export interface NewMessage {
   readonly receivedAt: number
 }
 
+/** A message to store, with its reply when the service answered it itself (`acceptAnswered`). */
+export interface ToStore {
+  readonly message: NewMessage
+  readonly reply?: string | undefined
+}
+
 /** A message as the inbox keeps it. */
 export interface StoredMessage extends NewMessage {
   /** Arrival sequence: the order of a chat's messages. */
@@ -171,6 +177,12 @@ export interface Inbox extends TurnStore {
   accept(message: NewMessage): number | 'duplicate'
   /** Stores a message that needs no brain, with its reply pending (an unsupported kind of message). */
   acceptAnswered(message: NewMessage, reply: string): number | 'duplicate'
+  /**
+   * Stores several messages, in order, in one transaction: each result is what `accept` (or, with
+   * a reply, `acceptAnswered`) would have returned. All or none: throws InboxWriteError, storing
+   * none of them, if it can't write.
+   */
+  acceptAll(messages: readonly ToStore[]): (number | 'duplicate')[]
   get(seq: number): StoredMessage | undefined
   /** Records the start of an attempt. */
   markRunning(seq: number, attempt: number, at: number): void

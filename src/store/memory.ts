@@ -9,6 +9,7 @@ import {
   type Recovery,
   type ReplyState,
   type StoredMessage,
+  type ToStore,
 } from './inbox.js'
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
@@ -28,6 +29,10 @@ export class MemoryInbox implements Inbox {
 
   acceptAnswered(message: NewMessage, reply: string): number | 'duplicate' {
     return this.#insert(message, { state: 'done', reply, replyState: 'pending', finishedAt: message.receivedAt })
+  }
+
+  acceptAll(messages: readonly ToStore[]): (number | 'duplicate')[] {
+    return messages.map(({ message, reply }) => (reply === undefined ? this.accept(message) : this.acceptAnswered(message, reply)))
   }
 
   get(seq: number): StoredMessage | undefined {

@@ -13,6 +13,7 @@ import {
   type Recovery,
   type ReplyState,
   type StoredMessage,
+  type ToStore,
   type MessageRow,
   messageOfRow,
 } from './inbox.js'
@@ -79,6 +80,7 @@ export class SqliteInbox implements Inbox {
   #insert: Database.Statement
   #insertAnswered: Database.Statement
   #get: Database.Statement
+  #storeAll: (messages: readonly ToStore[]) => (number | 'duplicate')[]
   #statements = new Map<string, Database.Statement>()
 
   /** `onStatement` sees every statement run, with its values (for the tests of query plans). */
@@ -99,21 +101,20 @@ export class SqliteInbox implements Inbox {
        VALUES (?, ?, ?, ?, ?, 'done', ?, ?, ?, 'pending')`,
     )
     this.#get = this.#db.prepare('SELECT * FROM messages WHERE seq = ?')
+    this.#storeAll = this.#db.transaction((messages: readonly ToStore[]) => messages.map((toStore) => this.#store(toStore)))
   }
 
   accept(message: NewMessage): number | 'duplicate' {
-    const result = this.#write(() =>
-      this.#insert.run(message.updateId, message.chatId, message.messageId, message.threadId ?? null, message.updateJson, message.receivedAt),
-    )
-    return result.changes === 0 ? 'duplicate' : Number(result.lastInsertRowid)
+    return this.#write(() => this.#store({ message }))
   }
 
   acceptAnswered(message: NewMessage, reply: string): number | 'duplicate' {
-    const { updateId, chatId, messageId, threadId = null, updateJson, receivedAt } = message
-    const result = this.#write(() =>
-      this.#insertAnswered.run(updateId, chatId, messageId, threadId, updateJson, receivedAt, receivedAt, reply),
-    )
-    return result.changes === 0 ? 'duplicate' : Number(result.lastInsertRowid)
+    return this.#write(() => this.#store({ message, reply }))
+  }
+
+  acceptAll(messages: readonly ToStore[]): (number | 'duplicate')[] {
+    // One statement is a transaction of its own: BEGIN and COMMIT around it would only add work.
+    return this.#write(() => (messages.length === 1 ? [this.#store(messages[0] as ToStore)] : this.#storeAll(messages)))
   }
 
   get(seq: number): StoredMessage | undefined {
@@ -278,6 +279,15 @@ export class SqliteInbox implements Inbox {
   #migrate(): void {
     const columns = this.#db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all('messages') as string[]
     if (!columns.includes('thread_id')) this.#db.transaction(() => this.#db.exec(ADD_THREAD_ID))()
+  }
+
+  #store({ message, reply }: ToStore): number | 'duplicate' {
+    const { updateId, chatId, messageId, threadId = null, updateJson, receivedAt } = message
+    const result =
+      reply === undefined
+        ? this.#insert.run(updateId, chatId, messageId, threadId, updateJson, receivedAt)
+        : this.#insertAnswered.run(updateId, chatId, messageId, threadId, updateJson, receivedAt, receivedAt, reply)
+    return result.changes === 0 ? 'duplicate' : Number(result.lastInsertRowid)
   }
 
   #stmt(sql: string): Database.Statement {

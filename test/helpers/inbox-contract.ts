@@ -79,6 +79,24 @@ export function inboxContract(t: Test, open: () => InboxUnderTest): void {
     t.equal(inbox.list({}).length, 2, 'nothing stored twice')
   })
 
+  each('acceptAll stores several messages in order, each as accept or acceptAnswered would, duplicates too', (t, { inbox }) => {
+    accepted(inbox, newMessage(1))
+    const results = inbox.acceptAll([
+      { message: newMessage(2) },
+      { message: newMessage(1) },
+      { message: newMessage(3), reply: 'answered' },
+      { message: newMessage(2) },
+      { message: newMessage(4, 2) },
+    ])
+    const [second, seenBefore, answered, twice, other] = results
+    t.same([seenBefore, twice], ['duplicate', 'duplicate'], 'an update id stored before, or earlier in the same call, is a duplicate')
+    t.ok((second as number) < (answered as number) && (answered as number) < (other as number), `in order: ${results.join(', ')}`)
+    t.match(inbox.get(answered as number), { state: 'done', reply: 'answered', replyState: 'pending' })
+    t.same(inbox.queuedInChat(1).map((message) => message.updateId), [1, 2])
+    t.same(inbox.acceptAll([{ message: newMessage(5) }]).length, 1, 'one message alone')
+    t.same(inbox.acceptAll([]), [], 'none')
+  })
+
   each('acceptAnswered stores a finished message whose reply is still to send', (t, { inbox }) => {
     const seq = inbox.acceptAnswered(newMessage(5), 'Sorry, I can\'t handle stickers') as number
     t.match(inbox.get(seq), { state: 'done', reply: 'Sorry, I can\'t handle stickers', replyState: 'pending', finishedAt: newMessage(5).receivedAt })
