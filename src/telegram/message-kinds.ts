@@ -86,16 +86,29 @@ export const UNSUPPORTED_KINDS = [
 /**
  * Drops every object key whose value is null, at any depth. Some senders (old Bot API libraries,
  * bridges) write absent optional fields as null; Telegram's contract is that they are absent.
- * Called only on bodies already checked to nest at most a few dozen levels.
+ * Called only on bodies already checked to nest at most a few dozen levels. A value without a null
+ * (every update Telegram itself sends) is returned as it is, not copied.
  */
 export function withoutNulls(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(withoutNulls)
+  return holdsNull(value) ? copyWithoutNulls(value) : value
+}
+
+function holdsNull(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false
+  for (const field of Array.isArray(value) ? value : Object.values(value)) {
+    if (field === null || holdsNull(field)) return true
+  }
+  return false
+}
+
+function copyWithoutNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(copyWithoutNulls)
   if (typeof value !== 'object' || value === null) return value
   const result: Record<string, unknown> = {}
   for (const [key, field] of Object.entries(value)) {
     if (field === null) continue
     // defineProperty, so that a "__proto__" key stays a plain key and never sets the prototype.
-    Object.defineProperty(result, key, { value: withoutNulls(field), enumerable: true, writable: true, configurable: true })
+    Object.defineProperty(result, key, { value: copyWithoutNulls(field), enumerable: true, writable: true, configurable: true })
   }
   return result
 }

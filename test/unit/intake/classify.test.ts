@@ -88,6 +88,11 @@ t.test('null fields are absent', async (t) => {
   const doc = classifyUpdate(update({ message: message({ text: null, document: { file_id: 'd', file_name: null } }) }), options)
   t.match(doc, { kind: 'message', message: { text: '' } })
   t.notOk(doc.kind === 'message' && 'file_name' in (doc.message.raw.document ?? {}), 'nested nulls too')
+  const inArray = classifyUpdate(update({ message: message({ text: 'hi', entities: [{ type: 'bold', offset: 0, length: 2, url: null }] }) }), options)
+  t.same(inArray.kind === 'message' && inArray.message.raw.entities, [{ type: 'bold', offset: 0, length: 2 }], 'in objects inside arrays too')
+  const body = update({ message: message({ text: 'hi', entities: [{ type: 'bold', offset: 0, length: 2 }] }) })
+  const plain = classifyUpdate(body, options)
+  t.equal(plain.kind === 'message' && plain.message.update, body, 'an update without a null is kept as parsed, not copied')
 })
 
 t.test('service commands are commands; other slash words go to the brain', async (t) => {
