@@ -1,88 +1,12 @@
 // Where a service's CPU went: reads a .cpuprofile written by `npm run bench -- --cpu-prof DIR` and
-// prints the busy time by file of the service and by package (inclusive: a file's time includes
-// what it called), by part of the webhook's path (exclusive: each sample counted once), and the
-// functions with the most time of their own.
+// prints the busy time by file of the service and by package (inclusive), by part of the webhook's
+// path (exclusive: each sample counted once), and the functions with the most time of their own.
 //   node build/bench/cpu-profile.js FILE.cpuprofile [--per N]   (--per: divide by N updates, in µs)
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
-
-interface ProfileNode {
-  readonly id: number
-  readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number }
-  readonly children?: readonly number[]
-}
-
-interface Profile {
-  readonly nodes: readonly ProfileNode[]
-  readonly samples: readonly number[]
-  readonly timeDeltas: readonly number[]
-}
+import { summarizeProfile, type Profile } from './profile-parts.js'
 
 const TOP = 25
-
-/** The room a frame belongs to: a file of the service, a package, or a Node.js module. */
-function roomOf(url: string): string | undefined {
-  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/u.exec(url)
-  if (pkg) return `package ${pkg[1]}`
-  if (url.includes('/dist/')) return `dist/${url.split('/dist/')[1]}`
-  if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[0]}`
-  return undefined
-}
-
-// The parts of the webhook's path, first match wins for a frame; a sample belongs to the part of the
-// frame nearest its leaf that matches one (the 👀's socket write to the 👀, the answer's to Fastify).
-const PARTS: readonly (readonly [string, (url: string, name: string) => boolean])[] = [
-  ['inbox write (store/: SQLite, group commit)', (url) => /\/dist\/store\/|better-sqlite3/u.test(url)],
-  ['👀 call (telegram/client, grammY, node-fetch, outgoing HTTP)', (url) => /\/dist\/telegram\/(client|acks)\.js|node_modules\/(grammy|node-fetch|abort-controller|event-target-shim)\/|^node:_http_(client|agent)/u.test(url)],
-  ['classification (classify, access, nulls)', (url, name) => /\/dist\/intake\/(classify|access)\.js|\/dist\/telegram\/message-kinds\.js/u.test(url) || (name === 'triage' && url.endsWith('/dist/intake/intake.js'))],
-  ['metrics (prom-client)', (url) => /prom-client|\/dist\/metrics\.js/u.test(url)],
-  ['logging (pino)', (url) => /node_modules\/(pino|sonic-boom)\/|\/dist\/log\.js/u.test(url)],
-  ['rate limit and secret check', (url) => /@fastify\/rate-limit|\/dist\/intake\/verify\.js/u.test(url)],
-  ['dispatcher (enqueue)', (url) => url.includes('/dist/dispatch/')],
-  ['the route and intake (app, coordinator, intake)', (url) => /\/dist\/(app|coordinator|intake\/intake|intake\/service-commands)\.js|\/bench\/essential\.js/u.test(url)],
-  ['timers (loop-stall watch, health, server)', (url) => /\/dist\/(loop-stalls|health|server)\.js/u.test(url)],
-  ['Fastify and incoming HTTP (routing, hooks, body, reply)', (url) => /node_modules\/(fastify|find-my-way|secure-json-parse|avvio|@fastify\/[^/]+|fast-json-stringify|toad-cache)\/|^node:_http_(server|incoming)/u.test(url)],
-  ['garbage collection', (_url, name) => name === '(garbage collector)'],
-]
-const OTHER_PART = 'other (socket I/O, event loop, microtasks, startup)'
-
-function partOf(byId: ReadonlyMap<number, ProfileNode>, parent: ReadonlyMap<number, number>, leaf: number): string {
-  for (let at: number | undefined = leaf; at !== undefined; at = parent.get(at)) {
-    const frame = byId.get(at)?.callFrame
-    const part = frame && PARTS.find(([, matches]) => matches(frame.url, frame.functionName))
-    if (part) return part[0]
-  }
-  return OTHER_PART
-}
-
-function summarize(profile: Profile): { busyUs: number; byRoom: Map<string, number>; byPart: Map<string, number>; bySelf: Map<string, number> } {
-  const byId = new Map(profile.nodes.map((node) => [node.id, node]))
-  const parent = new Map<number, number>()
-  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
-  const timeOf = new Map<number, number>()
-  profile.samples.forEach((id, i) => timeOf.set(id, (timeOf.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)))
-  const byRoom = new Map<string, number>()
-  const bySelf = new Map<string, number>()
-  const byPart = new Map<string, number>()
-  let busyUs = 0
-  for (const [id, us] of timeOf) {
-    const frame = byId.get(id)?.callFrame
-    if (!frame || frame.functionName === '(idle)') continue
-    busyUs += us
-    const self = `${frame.functionName || '(anonymous)'} ${roomOf(frame.url) ?? frame.url}:${frame.lineNumber + 1}`
-    bySelf.set(self, (bySelf.get(self) ?? 0) + us)
-    const part = partOf(byId, parent, id)
-    byPart.set(part, (byPart.get(part) ?? 0) + us)
-    const seen = new Set<string>()
-    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
-      const room = roomOf(byId.get(at)?.callFrame.url ?? '')
-      if (room === undefined || seen.has(room)) continue
-      seen.add(room)
-      byRoom.set(room, (byRoom.get(room) ?? 0) + us)
-    }
-  }
-  return { busyUs, byRoom, byPart, bySelf }
-}
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { per: { type: 'string' } } })
 const file = positionals[0]
@@ -91,7 +15,7 @@ if (file === undefined) {
   process.exit(2)
 }
 const per = values.per === undefined ? undefined : Number(values.per)
-const { busyUs, byRoom, byPart, bySelf } = summarize(JSON.parse(fs.readFileSync(file, 'utf8')) as Profile)
+const { busyUs, byRoom, byPart, bySelf } = summarizeProfile(JSON.parse(fs.readFileSync(file, 'utf8')) as Profile)
 const show = (us: number): string =>
   `${(per ? `${(us / per).toFixed(1)} µs/update` : `${(us / 1000).toFixed(0)} ms`).padStart(16)} ${((100 * us) / busyUs).toFixed(1).padStart(5)} %`
 const top = (map: Map<string, number>): string[] => [...map].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([name, us]) => `${show(us)}  ${name}`)

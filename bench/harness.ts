@@ -396,3 +396,14 @@ export function fillInbox(stateDir: string, total: number, chats: number, text: 
   })()
   db.close()
 }
+
+/** The ws:// URL a service started with --inspect printed. */
+export async function inspectorUrlOf(child: ServiceProcess): Promise<string> {
+  const until = Date.now() + 10_000
+  for (;;) {
+    const match = /ws:\/\/\S+/u.exec(child.stderr)
+    if (match) return match[0]
+    if (Date.now() > until) throw new Error(`the service printed no inspector URL; stderr:\n${child.stderr}`)
+    await delay(50)
+  }
+}

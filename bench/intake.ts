@@ -1,5 +1,6 @@
 // Intake: how many updates per second the webhook takes in while every brain slot is busy, beside
 // the essential work alone (bare Fastify + the same grammY reaction) and the in-memory inbox.
+import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import autocannon from 'autocannon'
@@ -14,11 +15,13 @@ import {
   cpuSecondsOf,
   delay,
   freePort,
+  inspectorUrlOf,
   probeHealth,
   type Probed,
   registerChats,
   startEmulatorProcess,
   startService,
+  tempDir,
   textUpdate,
   waitForHealth,
   waitUntilUp,
@@ -27,6 +30,7 @@ import {
 import type { ServiceProcess } from '../src/demo/service.js'
 import { table, verdict, type Section } from './report.js'
 import { fmt, median, summarize, withMissing, type Summary } from './stats.js'
+import { summarizeProfile, type Profile } from './profile-parts.js'
 
 const CHATS = 1000
 const CONNECTIONS = 10
@@ -141,17 +145,19 @@ export async function intakeBenchmark({ durationS }: IntakeOptions): Promise<Sec
     const rows = variants.map((variant) =>
       toRow(variant, saturated.get(variant) as Tally, reactions.get(variant) ?? 0, fixedRate.get(variant) as Tally),
     )
-    return report(rows, durationS)
+    for (const variant of variants) await variant.child.stop()
+    const parts = await profileDurable(emulator, (specs.length + 2) * CHAT_RANGE, Math.min(FIXED_RATE_S, durationS))
+    return report(rows, durationS, parts)
   } finally {
     for (const variant of variants) await variant.child.stop()
     await emulator.child.stop()
   }
 }
 
-async function startServiceVariant(emulator: EmulatorProcess, name: string, env: Record<string, string>, firstChat: number): Promise<Variant> {
+async function startServiceVariant(emulator: EmulatorProcess, name: string, env: Record<string, string>, firstChat: number, nodeArgs: readonly string[] = []): Promise<Variant> {
   const busyChats = Array.from({ length: SLOTS }, (_, i) => firstChat - SLOTS + i)
   await registerChats(emulator.url, [...busyChats, ...Array.from({ length: CHATS }, (_, i) => firstChat + 1 + i)])
-  const running = await startService({ apiRoot: emulator.url, env })
+  const running = await startService({ apiRoot: emulator.url, env, nodeArgs })
   const ackInAnswer = env['ACK_MODE'] === 'webhook-reply'
   for (const chatId of busyChats) {
     const body = await post(running.url, textUpdate(nextUpdateId++, chatId, 1, 'hang'))
@@ -171,6 +177,40 @@ async function startEssential(emulator: EmulatorProcess, firstChat: number): Pro
   const url = `http://127.0.0.1:${port}`
   await waitUntilUp(`${url}/livez`, child)
   return { name: 'essential (Fastify + grammY reaction)', url, child, firstChat, ackInAnswer: false, isService: false }
+}
+
+/** The durable service's busy time at FIXED_RATE_PER_S by part of the webhook's path, µs per update as profiled. */
+interface Parts {
+  readonly busyUsPerUpdate: number
+  readonly byPart: readonly (readonly [string, number])[]
+}
+
+/**
+ * A fresh durable service, loaded at FIXED_RATE_PER_S while V8's sampling profiler runs through its
+ * inspector for `seconds` (after a warm-up): where its CPU goes, apart from the measured variants,
+ * which the profiler would slow.
+ */
+async function profileDurable(emulator: EmulatorProcess, firstChat: number, seconds: number): Promise<Parts> {
+  const variant = await startServiceVariant(emulator, 'durable, profiled', {}, firstChat, ['--inspect=127.0.0.1:0'])
+  try {
+    await hammer(variant, emulator, WARM_UP_S, FIXED_RATE_PER_S)
+    const file = path.join(tempDir('profile'), 'durable.cpuprofile')
+    const hasWebSocket = (globalThis as { WebSocket?: unknown }).WebSocket !== undefined
+    const profiler = new BenchChild('profiler', path.join(BENCH_BUILD, 'inspector.js'), [await inspectorUrlOf(variant.child as ServiceProcess), '--profile', file, '--seconds', String(seconds)], {}, {
+      readLog: true,
+      nodeArgs: hasWebSocket ? [] : ['--experimental-websocket', '--no-warnings'],
+    })
+    // The profile starts once the profiler has connected; the load runs the same seconds from about then.
+    const load = await hammer(variant, emulator, seconds, FIXED_RATE_PER_S)
+    await profiler.waitForLog((line) => line.msg === 'profiled', 30_000)
+    const { busyUs, byPart } = summarizeProfile(JSON.parse(fs.readFileSync(file, 'utf8')) as Profile)
+    return {
+      busyUsPerUpdate: busyUs / load.requests,
+      byPart: [...byPart].sort((a, b) => b[1] - a[1]).map(([part, us]) => [part, us / load.requests] as const),
+    }
+  } finally {
+    await variant.child.stop()
+  }
 }
 
 interface Load {
@@ -295,7 +335,7 @@ async function reactionsByVariant(emulatorUrl: string, since: number, variants: 
   return counts
 }
 
-function report(rows: readonly Row[], durationS: number): Section {
+function report(rows: readonly Row[], durationS: number, parts: Parts): Section {
   const [durable, webhookReply, memory, essential] = rows as [Row, Row, Row, Row]
   const ratio = (a: Row, b: Row): number => a.rps / b.rps
   const text = table(
@@ -358,6 +398,20 @@ function report(rows: readonly Row[], durationS: number): Section {
       `- webhook answer p99 at saturation (${CONNECTIONS} requests always in flight): durable **${fmt(durable.p99, 1)} ms**, essential **${fmt(essential.p99, 1)} ms**;`,
       '  at saturation latency is mostly queueing (connections ÷ throughput); the ≤ 20 ms target is judged at 100 updates/s below.',
       `- /healthz p99 while the durable service is saturated: **${healthMeasured}** (target ≤ 5 ms, none failed: ${verdict(healthMet)})`,
+      '',
+      `Where the durable service's CPU goes at ${FIXED_RATE_PER_S} updates/s: a fresh durable service under the same load for`,
+      `${Math.min(FIXED_RATE_S, durationS)} s, profiled through its inspector (V8's sampling profiler on its main thread), each sample counted`,
+      `once, in the part of the webhook's path nearest the code it caught (\`bench/profile-parts.ts\`). The profiler slows what it`,
+      `measures, so "µs per update" is each part's share of the profile applied to the durable variant's unprofiled`,
+      `${fmt(durable.cpuAtFixedRate.variant, 0)} µs above (which also counts V8's and libuv's other threads); the profile itself saw`,
+      `${fmt(parts.busyUsPerUpdate, 0)} µs of main-thread work per update.`,
+      '',
+      table(
+        ['part of the path', 'share', 'µs per update'],
+        parts.byPart.map(([part, us]) => [part, `${fmt((100 * us) / parts.busyUsPerUpdate, 1)} %`, fmt((us / parts.busyUsPerUpdate) * durable.cpuAtFixedRate.variant, 0)]),
+      ),
+      '',
+      `The same before and after each change: docs/analysis/2026-12-06-backlog-memory-and-intake-cpu.md.`,
     ].join('\n'),
     targets: [
       {

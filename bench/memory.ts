@@ -9,6 +9,7 @@ import {
   SLOTS,
   WEBHOOK_PATH,
   delay,
+  inspectorUrlOf,
   memoryOf,
   registerChats,
   startEmulatorProcess,
@@ -17,7 +18,6 @@ import {
   waitForHealth,
   type RunningService,
 } from './harness.js'
-import type { ServiceProcess } from '../src/demo/service.js'
 import { table, verdict, type Section } from './report.js'
 import { fmt } from './stats.js'
 
@@ -223,15 +223,6 @@ async function post(serviceUrl: string, body: string): Promise<void> {
   await response.arrayBuffer()
 }
 
-async function inspectorUrlOf(child: ServiceProcess): Promise<string> {
-  const until = Date.now() + 10_000
-  for (;;) {
-    const match = /ws:\/\/\S+/u.exec(child.stderr)
-    if (match) return match[0]
-    if (Date.now() > until) throw new Error(`the service printed no inspector URL; stderr:\n${child.stderr}`)
-    await delay(50)
-  }
-}
 
 /** Full GC in the service; returns V8's heap after it. */
 async function forceGc(inspectorUrl: string): Promise<Heap> {
