@@ -346,6 +346,55 @@ export function memoryOf(pid: number): Memory {
   return { rssMB: megabytes('VmRSS'), peakMB: megabytes('VmHWM'), anonMB: megabytes('RssAnon') }
 }
 
+/** A process's anonymous resident memory by who maps it, MB, from the layout of /proc/<pid>/smaps. */
+export interface AnonymousMemory {
+  /** glibc malloc's main arena (`[heap]`, grown with brk): the main thread's malloc, SQLite's page cache among it. */
+  readonly mainArenaMB: number
+  /** glibc's arenas for other threads (V8's compiler and GC workers, libuv's pool): 64 MiB-aligned reservations. */
+  readonly threadArenasMB: number
+  /** The rest: V8's heap and code pages, thread stacks, buffers mmap'd on their own. */
+  readonly otherMB: number
+}
+
+// glibc reserves each heap of a thread's arena as 64 MiB aligned on 64 MiB (HEAP_MAX_SIZE on 64-bit):
+// the part in use read-write, the rest PROT_NONE up to the next boundary.
+const ARENA_HEAP_BYTES = 64n * 1024n * 1024n
+
+export function anonymousOf(pid: number): AnonymousMemory {
+  interface Mapping {
+    readonly start: bigint
+    readonly end: bigint
+    readonly perms: string
+    readonly name: string
+    rssKB: number
+  }
+  const mappings: Mapping[] = []
+  for (const line of fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/u.exec(line)
+    if (head) mappings.push({ start: BigInt(`0x${head[1]}`), end: BigInt(`0x${head[2]}`), perms: head[3] as string, name: head[4] ?? '', rssKB: 0 })
+    const rss = /^Rss:\s+(\d+) kB/u.exec(line)
+    const last = mappings.at(-1)
+    if (rss && last) last.rssKB = Number(rss[1])
+  }
+  let main = 0
+  let threads = 0
+  let other = 0
+  for (const [i, m] of mappings.entries()) {
+    const next = mappings[i + 1]
+    const boundary = m.start + ARENA_HEAP_BYTES
+    const arenaHeap =
+      m.name === '' &&
+      m.perms === 'rw-p' &&
+      m.start % ARENA_HEAP_BYTES === 0n &&
+      (m.end === boundary || (next !== undefined && next.start === m.end && next.end === boundary && next.perms === '---p' && next.name === ''))
+    if (m.name === '[heap]') main += m.rssKB
+    else if (arenaHeap) threads += m.rssKB
+    else if (m.name === '' || m.name === '[stack]' || m.name.startsWith('[anon:')) other += m.rssKB
+  }
+  const megabytes = (kB: number): number => (kB * 1024) / 1e6
+  return { mainArenaMB: megabytes(main), threadArenasMB: megabytes(threads), otherMB: megabytes(other) }
+}
+
 /** Stops every child still running (gracefully, so services reap their brains) and removes the temporary directories. */
 export async function cleanup(): Promise<void> {
   await Promise.all([...[...children].map((child) => child.stop()), ...[...services].map((service) => service.stop())])

@@ -8,6 +8,7 @@ import {
   HEADERS,
   SLOTS,
   WEBHOOK_PATH,
+  anonymousOf,
   delay,
   inspectorUrlOf,
   memoryOf,
@@ -16,8 +17,10 @@ import {
   startService,
   textUpdate,
   waitForHealth,
+  type AnonymousMemory,
   type RunningService,
 } from './harness.js'
+import { PAGE_CACHE_KIB } from '../src/store/sqlite.js'
 import { table, verdict, type Section } from './report.js'
 import { fmt } from './stats.js'
 
@@ -46,6 +49,8 @@ interface Reading {
   readonly anonMB: number
   /** V8's heap after a forced full GC, when this reading follows one: live objects, and what V8 keeps committed. */
   readonly heap?: Heap
+  /** With `heap`: the anonymous memory by who maps it (malloc's arenas, the rest). */
+  readonly split?: AnonymousMemory
 }
 
 interface Heap {
@@ -80,7 +85,7 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
     await delay(SETTLE_MS)
     const heap = gc ? await forceGc(inspectorUrl) : undefined
     const { rssMB, anonMB } = memoryOf(pid)
-    readings.push({ phase, rssMB, anonMB, ...(heap === undefined ? {} : { heap }) })
+    readings.push({ phase, rssMB, anonMB, ...(heap === undefined ? {} : { heap, split: anonymousOf(pid) }) })
   }
   /** RSS once it stopped moving: what the service holds while it idles, after its heap reducer ran. */
   const readSettled = async (phase: string): Promise<number> => {
@@ -169,6 +174,7 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
   await read('drained, after a forced GC', true)
   const drainedGc = readings.at(-1)?.rssMB ?? Number.NaN
   const drainedHeap = readings.at(-1)?.heap
+  const grown = (key: keyof AnonymousMemory): string => fmt((readings.at(-1)?.split?.[key] ?? Number.NaN) - (readings[1]?.split?.[key] ?? Number.NaN), 1)
 
   const rows = readings.map((r) => [r.phase, fmt(r.rssMB, 1), fmt(r.anonMB, 1), r.heap ? fmt(r.heap.usedMB, 1) : '', r.heap ? fmt(r.heap.totalMB, 1) : ''])
   rows.splice(2, 0, [`peak while filling (VmHWM)`, fmt(peakDuringFill, 1), '', '', ''])
@@ -211,7 +217,12 @@ async function measure(service: RunningService, chatIds: readonly number[], busy
         whenMissed:
           `In this run, drained and after a forced GC: JS heap used ${fmt(drainedHeap?.usedMB ?? Number.NaN, 1)} MB ` +
           `(idle: ${fmt(idleHeap?.usedMB ?? Number.NaN, 1)} MB), committed ${fmt(drainedHeap?.totalMB ?? Number.NaN, 1)} MB ` +
-          `(idle: ${fmt(idleHeap?.totalMB ?? Number.NaN, 1)} MB), so ${fmt(drainedGc - baseline - ((drainedHeap?.totalMB ?? 0) - (idleHeap?.totalMB ?? 0)), 1)} MB of the rise is outside V8's heap.`,
+          `(idle: ${fmt(idleHeap?.totalMB ?? Number.NaN, 1)} MB), so ${fmt(drainedGc - baseline - ((drainedHeap?.totalMB ?? 0) - (idleHeap?.totalMB ?? 0)), 1)} MB of the rise is outside V8's heap. ` +
+          `Anonymous memory over idle: glibc's main arena +${grown('mainArenaMB')} MB, its thread arenas +${grown('threadArenasMB')} MB, ` +
+          `the rest (V8's heap and code pages, stacks) +${grown('otherMB')} MB. What the arenas hold is mostly free memory that malloc keeps ` +
+          `(holes the fill left in the main arena, V8's compiler zones freed on its worker threads' arenas), which only malloc_trim(3) would ` +
+          `hand back and Node cannot call; SQLite's page cache is held to ${PAGE_CACHE_KIB} KiB (src/store/sqlite.ts). See ` +
+          `docs/analysis/2026-12-06-backlog-memory-and-intake-cpu.md, "What holds the memory after draining".`,
       },
     ],
   }
