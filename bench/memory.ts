@@ -29,12 +29,12 @@ const CONNECTIONS = 10
 const BUSY_CHAT_BASE = 900_000
 const SAMPLE_EVERY_MS = 250
 const SETTLE_MS = 2000
-// A settled reading: RSS sampled every second until the last 15 are within 2 MB (at most 60 s),
-// longer than the heap reducer takes to see an idle loop (two of its checks).
+// A settled reading: RSS sampled every second until the last 25 are within 2 MB (at most 75 s),
+// longer than the heap reducer waits before it hands a burst back (15 s idle, checked every 5 s).
 const SAMPLE_SETTLED_MS = 1000
-const STEADY_SAMPLES = 15
+const STEADY_SAMPLES = 25
 const STEADY_MB = 2
-const SETTLE_MAX_MS = 60_000
+const SETTLE_MAX_MS = 75_000
 const RSS_TARGET_MB = 150
 // "Back near baseline": at most this much above the idle service's RSS once drained (after a GC).
 const NEAR_BASELINE_MB = 20

@@ -6,12 +6,14 @@ export interface HeapReducerOptions {
   readonly checkMs?: number
   /** The event loop counts as idle when it was busy less than this share of a whole check. */
   readonly idleUtilization?: number
+  /** It must have been idle this long, check after check, before the heap is handed back. */
+  readonly idleMs?: number
   /** Heap committed this far above what the last reduction (or the start) left is worth handing back. */
   readonly slackBytes?: number
 }
 
 const MB = 2 ** 20
-const DEFAULTS: Required<HeapReducerOptions> = { checkMs: 5000, idleUtilization: 0.02, slackBytes: 64 * MB }
+const DEFAULTS: Required<HeapReducerOptions> = { checkMs: 5000, idleUtilization: 0.02, idleMs: 15_000, slackBytes: 64 * MB }
 
 /**
  * Hands V8's heap back to the system once a burst of work is over. A burst (a backlog arriving,
@@ -19,9 +21,10 @@ const DEFAULTS: Required<HeapReducerOptions> = { checkMs: 5000, idleUtilization:
  * generation grown by garbage: 250 MB committed for 30 MB of live objects after 100,000 webhooks,
  * and nothing in Node shrinks it while the process idles. A full collection asked for through the
  * in-process inspector (`HeapProfiler.collectGarbage`, V8's collect-all-available-garbage; `gc()`
- * of --expose-gc does not shrink anything) does. Its pause is about 100 ms for 30 MB live, so it
- * runs only after the event loop was idle for a whole check, and at most once per burst. The
- * timer is unref'd; {@link close} stops it.
+ * of --expose-gc does not shrink anything) does. Its pause is about 100 ms for 30 MB live, and the
+ * next burst pays to grow the heap again, so it runs only once the event loop has idled for 15 s
+ * (bursts a few seconds apart keep their heap), and at most once per burst. The timer is unref'd;
+ * {@link close} stops it.
  */
 export class HeapReducer {
   readonly #options: Required<HeapReducerOptions>
@@ -30,6 +33,8 @@ export class HeapReducer {
   #utilization = performance.eventLoopUtilization()
   #floor = v8.getHeapStatistics().total_heap_size
   #reducing = false
+  /** How long the loop has been idle, in whole checks. */
+  #idleMs = 0
 
   constructor(log: FastifyBaseLogger, options: HeapReducerOptions = {}) {
     this.#options = { ...DEFAULTS, ...options }
@@ -49,12 +54,14 @@ export class HeapReducer {
     const committed = v8.getHeapStatistics().total_heap_size
     // After a burst's garbage is collected the heap may commit less than the floor.
     if (committed < this.#floor) this.#floor = committed
-    if (busy >= this.#options.idleUtilization || committed < this.#floor + this.#options.slackBytes) return
+    this.#idleMs = busy < this.#options.idleUtilization ? this.#idleMs + this.#options.checkMs : 0
+    if (this.#idleMs < this.#options.idleMs || committed < this.#floor + this.#options.slackBytes) return
     this.#reducing = true
     void this.#reduce(committed).finally(() => {
       this.#reducing = false
       // Its own pause is not the service's work: the next check measures from here.
       this.#utilization = performance.eventLoopUtilization()
+      this.#idleMs = 0
     })
   }
 

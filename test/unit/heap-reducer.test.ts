@@ -4,9 +4,10 @@ import { pino } from 'pino'
 import { HeapReducer } from '../../src/heap-reducer.js'
 
 // The reducer in this very process: a burst of garbage grows V8's heap, and the reducer hands it
-// back only once the event loop has been idle for a whole check.
+// back only once the event loop has been idle for IDLE_MS, check after check.
 const MB = 2 ** 20
 const CHECK_MS = 300
+const IDLE_MS = 3 * CHECK_MS
 
 interface Reduced {
   readonly heap_mb: number
@@ -17,7 +18,7 @@ interface Reduced {
 function reducer(t: Test): Reduced[] {
   const reduced: Reduced[] = []
   const log = pino({ level: 'info' }, { write: (line: string) => void reduced.push(JSON.parse(line) as Reduced) })
-  const heap = new HeapReducer(log, { checkMs: CHECK_MS, slackBytes: 32 * MB, idleUtilization: 0.5 })
+  const heap = new HeapReducer(log, { checkMs: CHECK_MS, idleMs: IDLE_MS, slackBytes: 32 * MB, idleUtilization: 0.5 })
   t.teardown(() => heap.close())
   return reduced
 }
@@ -54,6 +55,23 @@ t.test('after a burst, an idle loop gets the heap handed back', async (t) => {
   t.ok(committedMB() < grown - 32, `and stays smaller (${Math.round(grown)} → ${Math.round(committedMB())} MB)`)
   await delay(3 * CHECK_MS)
   t.equal(reduced.length, 1, 'once per burst: an idle loop with a small heap is left alone')
+})
+
+t.test('bursts with short idle stretches between them keep their heap', async (t) => {
+  const reduced = reducer(t)
+  const floor = committedMB()
+  await burst(64, { yieldEveryMs: 5 })
+  let smallest = committedMB()
+  const until = Date.now() + 6 * IDLE_MS
+  while (Date.now() < until) {
+    // An idle stretch of one check, then a busy one that holds a whole check: never IDLE_MS idle.
+    await delay(CHECK_MS)
+    const busyUntil = Date.now() + 2 * CHECK_MS + 50
+    while (Date.now() < busyUntil) await burst(2, { yieldEveryMs: 5 })
+    smallest = Math.min(smallest, committedMB())
+  }
+  t.ok(smallest > floor + 32, `the heap stayed grown: at least ${Math.round(smallest)} MB committed over a floor of ${Math.round(floor)} MB`)
+  t.same(reduced, [], 'no collection: the loop never idled for IDLE_MS')
 })
 
 t.test('a loop that stays busy is never paused for it', async (t) => {
