@@ -33,7 +33,7 @@ export class HeapReducer {
   #utilization = performance.eventLoopUtilization()
   #floor = v8.getHeapStatistics().total_heap_size
   #reducing = false
-  /** How long the loop has been idle, in whole checks. */
+  /** How long the loop has been idle: the checks' time, counted from the last busy one. */
   #idleMs = 0
 
   constructor(log: FastifyBaseLogger, options: HeapReducerOptions = {}) {
@@ -79,7 +79,9 @@ export class HeapReducer {
         session.disconnect()
       }
     } catch (error) {
-      this.#log.warn({ err: error }, 'handing the heap back failed')
+      // It would fail the same way after every idle spell: said once, and not tried again.
+      this.close()
+      this.#log.warn({ err: error }, 'handing the heap back failed; not trying again')
       return
     }
     this.#floor = v8.getHeapStatistics().total_heap_size
