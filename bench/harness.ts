@@ -456,3 +456,8 @@ export async function inspectorUrlOf(child: ServiceProcess): Promise<string> {
     await delay(50)
   }
 }
+
+/** bench/inspector.ts on a service started with --inspect: a forced GC, or with `args` a CPU profile. */
+export function startInspector(inspectorUrl: string, args: readonly string[] = []): BenchChild {
+  return new BenchChild('inspector', path.join(BENCH_BUILD, 'inspector.js'), [inspectorUrl, ...args], {}, { readLog: true })
+}

@@ -2,8 +2,7 @@
 // forces a full garbage collection and prints the JS heap before and after as one JSON line:
 // {msg: "gc", before, after}. With --profile FILE --seconds S it records a CPU profile of the next S
 // seconds into FILE, then prints {msg: "profiled"}.
-// Node 20 needs --experimental-websocket for the global WebSocket; run.ts passes it when needed.
-//   node [--experimental-websocket] build/bench/inspector.js ws://127.0.0.1:PORT/ID [--profile FILE --seconds S]
+//   node build/bench/inspector.js ws://127.0.0.1:PORT/ID [--profile FILE --seconds S]
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 
@@ -24,7 +23,7 @@ const { values, positionals } = parseArgs({ allowPositionals: true, options: { p
 const url = positionals[0]
 const WebSocketImpl = (globalThis as { WebSocket?: WebSocketClass }).WebSocket
 if (!url || WebSocketImpl === undefined) {
-  process.stderr.write('inspector: pass the ws:// URL, and run with --experimental-websocket on Node 20\n')
+  process.stderr.write('inspector: pass the ws:// URL\n')
   process.exit(2)
 }
 

@@ -20,6 +20,7 @@ import {
   type Probed,
   registerChats,
   startEmulatorProcess,
+  startInspector,
   startService,
   tempDir,
   textUpdate,
@@ -195,11 +196,7 @@ async function profileDurable(emulator: EmulatorProcess, firstChat: number, seco
   try {
     await hammer(variant, emulator, WARM_UP_S, FIXED_RATE_PER_S)
     const file = path.join(tempDir('profile'), 'durable.cpuprofile')
-    const hasWebSocket = (globalThis as { WebSocket?: unknown }).WebSocket !== undefined
-    const profiler = new BenchChild('profiler', path.join(BENCH_BUILD, 'inspector.js'), [await inspectorUrlOf(variant.child as ServiceProcess), '--profile', file, '--seconds', String(seconds)], {}, {
-      readLog: true,
-      nodeArgs: hasWebSocket ? [] : ['--experimental-websocket', '--no-warnings'],
-    })
+    const profiler = startInspector(await inspectorUrlOf(variant.child as ServiceProcess), ['--profile', file, '--seconds', String(seconds)])
     // The profile starts once the profiler has connected; the load runs the same seconds from about then.
     const load = await hammer(variant, emulator, seconds, FIXED_RATE_PER_S)
     await profiler.waitForLog((line) => line.msg === 'profiled', 30_000)

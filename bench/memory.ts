@@ -1,10 +1,7 @@
 // Memory: the service's RSS with 10,000 chats × 10 queued messages behind busy brain slots, and
 // again once every chat's queue is drained.
-import path from 'node:path'
 import autocannon from 'autocannon'
 import {
-  BENCH_BUILD,
-  BenchChild,
   HEADERS,
   SLOTS,
   WEBHOOK_PATH,
@@ -14,6 +11,7 @@ import {
   memoryOf,
   registerChats,
   startEmulatorProcess,
+  startInspector,
   startService,
   textUpdate,
   waitForHealth,
@@ -237,11 +235,7 @@ async function post(serviceUrl: string, body: string): Promise<void> {
 
 /** Full GC in the service; returns V8's heap after it. */
 async function forceGc(inspectorUrl: string): Promise<Heap> {
-  const hasWebSocket = (globalThis as { WebSocket?: unknown }).WebSocket !== undefined
-  const child = new BenchChild('inspector', path.join(BENCH_BUILD, 'inspector.js'), [inspectorUrl], {}, {
-    readLog: true,
-    nodeArgs: hasWebSocket ? [] : ['--experimental-websocket', '--no-warnings'],
-  })
+  const child = startInspector(inspectorUrl)
   const line = await child.waitForLog((l) => l.msg === 'gc', 30_000)
   await child.exited
   const after = line['after'] as { usedSize: number; totalSize: number }
