@@ -1,12 +1,13 @@
 import t, { type Test } from 'tap'
 import v8 from 'node:v8'
+import { Session } from 'node:inspector/promises'
 import { pino } from 'pino'
 import { HeapReducer } from '../../src/heap-reducer.js'
 
 // The reducer in this very process: a burst of garbage grows V8's heap, and the reducer hands it
 // back only once the event loop has been idle for IDLE_MS, check after check.
 const MB = 2 ** 20
-const CHECK_MS = 300
+const CHECK_MS = 200
 const IDLE_MS = 3 * CHECK_MS
 
 interface Reduced {
@@ -26,16 +27,41 @@ function reducer(t: Test): Reduced[] {
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const committedMB = (): number => v8.getHeapStatistics().total_heap_size / MB
 
-/** Allocates objects that live a little while, as a burst of requests does, until the heap commits `untilMB` more. */
-async function burst(untilMB: number, { yieldEveryMs }: { yieldEveryMs: number }): Promise<void> {
+/** A full collection, so that each test starts from a heap holding only what is live. */
+async function collectAll(): Promise<void> {
+  const session = new Session()
+  session.connect()
+  await session.post('HeapProfiler.collectGarbage')
+  session.disconnect()
+}
+
+/**
+ * Grows the heap by `byMB` committed, as a burst of requests does. The objects stay reachable
+ * until the caller drops what it returns, so the heap grows at allocation speed rather than at
+ * the pace the collector falls behind.
+ */
+async function burst(byMB: number): Promise<object[][]> {
   const start = committedMB()
-  let inFlight: object[] = []
-  let lastYield = performance.now()
-  while (committedMB() < start + untilMB) {
-    for (let i = 0; i < 5000; i++) inFlight.push({ text: `message ${i} ${Math.random()}`, ids: [i, i + 1] })
-    if (inFlight.length > 200_000) inFlight = inFlight.slice(-50_000)
+  const kept: object[][] = []
+  while (committedMB() < start + byMB) {
+    const chunk: object[] = []
+    for (let i = 0; i < 5000; i++) chunk.push({ text: `message ${i} ${Math.random()}`, ids: [i, i + 1] })
+    kept.push(chunk)
     // Yielding with setImmediate keeps the loop busy (never idle for a check) but lets timers run.
-    if (performance.now() - lastYield >= yieldEveryMs) {
+    if (kept.length % 20 === 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+  return kept
+}
+
+/** Keeps the event loop busy for `ms` with short-lived garbage, yielding to timers every few ms. */
+async function busyFor(ms: number): Promise<void> {
+  const until = performance.now() + ms
+  let lastYield = performance.now()
+  let inFlight: object[] = []
+  while (performance.now() < until) {
+    for (let i = 0; i < 1000; i++) inFlight.push({ text: `message ${i} ${Math.random()}` })
+    if (inFlight.length > 20_000) inFlight = []
+    if (performance.now() - lastYield >= 5) {
       await new Promise((resolve) => setImmediate(resolve))
       lastYield = performance.now()
     }
@@ -43,8 +69,9 @@ async function burst(untilMB: number, { yieldEveryMs }: { yieldEveryMs: number }
 }
 
 t.test('after a burst, an idle loop gets the heap handed back', async (t) => {
+  await collectAll()
   const reduced = reducer(t)
-  await burst(96, { yieldEveryMs: 5 })
+  await burst(96)
   const grown = committedMB()
   t.same(reduced, [], 'nothing handed back while the loop was busy')
   const until = Date.now() + 20 * CHECK_MS
@@ -58,32 +85,36 @@ t.test('after a burst, an idle loop gets the heap handed back', async (t) => {
 })
 
 t.test('bursts with short idle stretches between them keep their heap', async (t) => {
+  await collectAll()
   const reduced = reducer(t)
   const floor = committedMB()
-  await burst(64, { yieldEveryMs: 5 })
+  // Held while the loop works, so the heap stays grown and only the loop's business holds the reducer back.
+  const held = await burst(64)
   let smallest = committedMB()
   const until = Date.now() + 6 * IDLE_MS
   while (Date.now() < until) {
     // An idle stretch of one check, then a busy one that holds a whole check: never IDLE_MS idle.
     await delay(CHECK_MS)
-    const busyUntil = Date.now() + 2 * CHECK_MS + 50
-    while (Date.now() < busyUntil) await burst(2, { yieldEveryMs: 5 })
+    await busyFor(2 * CHECK_MS + 50)
     smallest = Math.min(smallest, committedMB())
   }
   t.ok(smallest > floor + 32, `the heap stayed grown: at least ${Math.round(smallest)} MB committed over a floor of ${Math.round(floor)} MB`)
   t.same(reduced, [], 'no collection: the loop never idled for IDLE_MS')
+  t.ok(held.length > 0)
 })
 
 t.test('a loop that stays busy is never paused for it', async (t) => {
+  await collectAll()
   const reduced = reducer(t)
   const floor = committedMB()
-  await burst(64, { yieldEveryMs: 5 })
-  const busyUntil = Date.now() + 6 * CHECK_MS
+  // Held while the loop works, so the heap stays grown and only the loop's business holds the reducer back.
+  const held = await burst(64)
   let smallest = committedMB()
-  while (Date.now() < busyUntil) {
-    await burst(4, { yieldEveryMs: 5 })
+  for (let check = 0; check < 6; check++) {
+    await busyFor(CHECK_MS)
     smallest = Math.min(smallest, committedMB())
   }
   t.ok(smallest > floor + 32, `the heap stayed grown: at least ${Math.round(smallest)} MB committed over a floor of ${Math.round(floor)} MB`)
   t.same(reduced, [], 'no collection while the loop was busy through every check')
+  t.ok(held.length > 0)
 })
