@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import { ConfigError, loadConfig } from './config.js'
 import { BrainCommandError } from './brain/preflight.js'
 import { CommandFailed } from './cli/failure.js'
-import { UsageError } from './cli/usage.js'
+import { parseServeArgs, UsageError } from './cli/usage.js'
 import { DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_RANGE, TELEGRAM_WEBHOOK_PORTS } from './cli/webhook-settings.js'
 
 /** Exit status for a configuration that cannot work. */
@@ -35,9 +35,11 @@ const COMMANDS: Record<string, Command> = {
       'Runs until SIGTERM or SIGINT, then drains: running brains get SHUTDOWN_GRACE_S to finish.',
     ].join('\n'),
     run: async (args) => {
-      const { serve, parseServeArgs } = await import('./server.js')
       const role = parseServeArgs(args)
-      await serve(loadConfig(), role)
+      // A configuration that cannot work is told before the service's modules load.
+      const config = loadConfig()
+      const { serve } = await import('./server.js')
+      await serve(config, role)
     },
   },
   check: {

@@ -5,10 +5,11 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { startEmulator } from '../src/emulator/index.js'
 import { SqliteInbox } from '../src/store/sqlite.js'
 import { ServiceProcess } from '../src/demo/service.js'
-import { CLI, SECRET, TEST_BRAIN, TOKEN, eventually, freePort, runProgram, type Run } from './helpers/service.js'
+import { CLI, ROOT, SECRET, TEST_BRAIN, TOKEN, eventually, freePort, runProgram, type Run } from './helpers/service.js'
 
 /** `env` with the PATH and HOME every run gets. */
 const serviceEnv = (env: Record<string, string>): Record<string, string> => ({ PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env })
@@ -142,4 +143,48 @@ t.test('inbox --chat takes a group chat id (negative)', async (t) => {
     t.equal(run.code, 0, run.stderr)
     t.same((JSON.parse(run.stdout) as { chat_id: number }[]).map((message) => message.chat_id), [-100777], args.join(' '))
   }
+})
+
+/** The packages (under node_modules) a Node run of `args` loaded, by a resolve hook in that process. */
+async function packagesLoaded(t: Test, args: string[], env: Record<string, string> = {}): Promise<{ run: Run; packages: string[] | undefined }> {
+  const dir = tempDir(t)
+  const hook = path.join(dir, 'hook.mjs')
+  const list = path.join(dir, 'packages')
+  fs.writeFileSync(
+    hook,
+    `import fs from 'node:fs'
+import { registerHooks } from 'node:module'
+const seen = new Set()
+registerHooks({
+  resolve(specifier, context, next) {
+    const result = next(specifier, context)
+    const match = /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//u.exec(result.url)
+    if (match) seen.add(match[1])
+    return result
+  },
+})
+process.on('exit', () => fs.writeFileSync(${JSON.stringify(list)}, [...seen].join('\\n')))
+`,
+  )
+  const run = await runProgram('env', ['-u', 'NODE_OPTIONS', process.execPath, '--import', hook, ...args], { env: serviceEnv(env) })
+  return { run, packages: fs.existsSync(list) ? fs.readFileSync(list, 'utf8').split('\n').filter(Boolean) : undefined }
+}
+
+t.test('a configuration that cannot work is told before the service loads; a single host never loads Postgres', async (t) => {
+  const refused = await packagesLoaded(t, [CLI, 'serve'], { TELEGRAM_WEBHOOK_SECRET: SECRET, ALLOW_ALL_CHATS: '1', BRAIN_COMMAND: TEST_BRAIN })
+  assertOneLine(t, refused.run, /^coordinator: TELEGRAM_BOT_TOKEN is required/u)
+  t.ok(refused.packages, 'the hook wrote what the process loaded')
+  t.same(
+    refused.packages?.filter((name) => ['fastify', 'grammy', 'better-sqlite3', 'pino'].includes(name)),
+    [],
+    `none of the service's libraries loaded for it (loaded: ${refused.packages?.join(' ') || 'none'})`,
+  )
+
+  const load = (file: string): string[] => ['--input-type=module', '-e', `await import(${JSON.stringify(pathToFileURL(path.join(ROOT, file)).href)})`]
+  const single = await packagesLoaded(t, load('dist/server.js'))
+  t.equal(single.run.code, 0, single.run.stderr)
+  t.ok(single.packages?.includes('fastify') && single.packages.includes('better-sqlite3'), 'the service itself loads fastify and SQLite')
+  t.same(single.packages?.filter((name) => ['pg', 'graphile-worker'].includes(name)), [], "but neither Postgres' client nor the job engine")
+  const cluster = await packagesLoaded(t, load('dist/cluster/service.js'))
+  t.ok(cluster.packages?.includes('pg') && cluster.packages.includes('graphile-worker'), 'which the Postgres mode loads (the check sees them when they are loaded)')
 })

@@ -7,11 +7,8 @@ import { PendingAcks } from '../telegram/acks.js'
 import { mediaDir, removeMedia } from '../telegram/media.js'
 import { createMessageWork, type TurnDeps } from '../turn/turn.js'
 import { ClusterIntake } from './intake.js'
+import type { Role } from './role.js'
 import { ClusterWorker, type ChatState } from './worker.js'
-
-/** What a host of the Postgres mode runs: intake (the webhook), worker (brains), or both. */
-export type Role = 'all' | 'intake' | 'worker'
-export const ROLES: readonly Role[] = ['all', 'intake', 'worker']
 
 const PRUNE_EVERY_MS = 10 * 60_000
 const FIRST_PRUNE_AFTER_MS = 1000
@@ -164,7 +161,3 @@ export class ClusterNode implements ServiceCore {
   }
 }
 
-/** The ROLE of `serve --role`, checked. */
-export function parseRole(value: string | undefined): Role | undefined {
-  return ROLES.find((role) => role === value)
-}
