@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { processes } from './helpers/proc.js'
-import { CLI, SECRET, TOKEN, eventually, liveGroupMembers, readBrainLog, startStack, tempDir } from './helpers/service.js'
+import { CLI, COMPILE_CACHE_ENV, SECRET, TOKEN, eventually, liveGroupMembers, readBrainLog, startStack, tempDir } from './helpers/service.js'
 
 const run = promisify(execFile)
 const CHAT = 5550001
@@ -103,6 +103,7 @@ t.test('start-up refuses what cannot work, with exit 2 and one line naming the v
   fs.mkdirSync(brokenBwrapDir)
   fs.writeFileSync(path.join(brokenBwrapDir, 'bwrap'), '#!/bin/sh\necho "bwrap: No permissions to create new namespace" >&2\nexit 1\n', { mode: 0o755 })
   const base = {
+    ...COMPILE_CACHE_ENV,
     PATH: process.env['PATH'] ?? '/usr/bin:/bin',
     TELEGRAM_BOT_TOKEN: TOKEN,
     TELEGRAM_WEBHOOK_SECRET: SECRET,

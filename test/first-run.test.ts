@@ -9,10 +9,10 @@ import { pathToFileURL } from 'node:url'
 import { startEmulator } from '../src/emulator/index.js'
 import { SqliteInbox } from '../src/store/sqlite.js'
 import { ServiceProcess } from '../src/demo/service.js'
-import { CLI, ROOT, SECRET, TEST_BRAIN, TOKEN, eventually, freePort, runProgram, type Run } from './helpers/service.js'
+import { CLI, COMPILE_CACHE_ENV, ROOT, SECRET, TEST_BRAIN, TOKEN, eventually, freePort, runProgram, type Run } from './helpers/service.js'
 
 /** `env` with the PATH and HOME every run gets. */
-const serviceEnv = (env: Record<string, string>): Record<string, string> => ({ PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env })
+const serviceEnv = (env: Record<string, string>): Record<string, string> => ({ PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...COMPILE_CACHE_ENV, ...env })
 
 function cli(args: string[], env: Record<string, string>): Promise<Run> {
   return runProgram('env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, ...args], { env: serviceEnv(env) })
@@ -74,6 +74,18 @@ t.test('Telegram unreachable at start: the service starts, /readyz is not ready 
   await eventually(async () => (await fetch(`${svc.url}/readyz`)).status === 200, 20_000, '/readyz to turn ready')
   await svc.waitForLog((line) => line.msg === 'bot token checked with getMe: Telegram answers')
   t.pass('ready once getMe answered')
+})
+
+t.test('with NODE_COMPILE_CACHE, the compiled code is written once the service is ready, not only at exit', async (t) => {
+  const emu = await startEmulator({ token: TOKEN })
+  t.teardown(() => emu.close())
+  const cache = tempDir(t)
+  const svc = await ServiceProcess.start(CLI, serviceEnv({ ...(await baseEnv(t, emu.url)), PORT: '0', LOG_LEVEL: 'info', NODE_COMPILE_CACHE: cache }))
+  const files = (): number => fs.readdirSync(cache, { recursive: true }).length
+  await eventually(() => files() > 20, 10_000, 'the compile cache to be written')
+  // Killed, as a crash or an OOM kill would: what was written stays for the next start.
+  await svc.stop('SIGKILL')
+  t.ok(files() > 20, `${files()} entries in the cache while the service still ran`)
 })
 
 t.test('BRAIN_CWD missing or not a directory: exit 2 naming BRAIN_CWD', async (t) => {

@@ -6,7 +6,7 @@ import type { Update } from 'grammy/types'
 import { ServiceProcess } from '../../src/demo/service.js'
 import { startEmulator, type BotApiEmulator, type RecordedCall } from '../../src/emulator/index.js'
 import type { TestPostgres } from './postgres.js'
-import { CLI, ROOT, SANDBOX_ENV, SECRET, TOKEN, delay, tempDir } from './service.js'
+import { CLI, COMPILE_CACHE_ENV, ROOT, SANDBOX_ENV, SECRET, TOKEN, delay, tempDir } from './service.js'
 
 // Intakes and workers on one Postgres, started as real processes, for the cluster tests (test/cluster*.test.ts).
 export const BRAIN = path.join(ROOT, 'test/fixtures/cluster-brain.sh')
@@ -42,6 +42,7 @@ export async function startCluster(t: Test, pg: TestPostgres, { intakes = 2, wor
   fs.writeFileSync(runLog, '')
   const base = {
     ...SANDBOX_ENV,
+    ...COMPILE_CACHE_ENV,
     PATH: process.env['PATH'] ?? '/usr/bin:/bin',
     HOME: os.tmpdir(),
     TELEGRAM_BOT_TOKEN: TOKEN,
