@@ -15,6 +15,9 @@ import { engineWakeUp, migrateEngine } from '../src/dispatch/engine.js'
 import { createPool, PostgresStore } from '../src/store/postgres/store.js'
 import { postgresOrSkip } from './helpers/postgres.js'
 
+// Each test runs its own emulator (and service, where it needs one), so they run side by side.
+t.jobs = 3
+
 /** Runs the CLI with exactly `env` (plus PATH and HOME), without tap's loader in NODE_OPTIONS. */
 function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
   return runProgram('env', ['-u', 'NODE_OPTIONS', process.execPath, CLI, ...args], {

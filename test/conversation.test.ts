@@ -6,6 +6,9 @@ import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
 import { ROOT, brainLeader, eventually, liveGroupMembers, readBrainLog, startStack, type Stack } from './helpers/service.js'
 
+// Each test runs its own stack and mostly waits for brains, so they run side by side.
+t.jobs = 3
+
 // Generous: CI machines are noisy; these bound waits, they are not what the tests measure.
 const WAIT = { timeoutMs: 20_000 }
 

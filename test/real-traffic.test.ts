@@ -5,6 +5,9 @@ import t from 'tap'
 import type { RecordedCall } from '../src/emulator/index.js'
 import { CLI, SECRET, delay, eventually, readBrainLog, runProgram, startStack, tempDir } from './helpers/service.js'
 
+// Each test runs its own stack, so they run side by side.
+t.jobs = 3
+
 /** A message as an update in a chat (not a channel) carries it. */
 type UserMessage = NonNullable<Update['message']>
 

@@ -4,6 +4,9 @@ import { startEmulator, type BotApiEmulator, type RecordedCall } from '../src/em
 import { percentile } from '../src/percentile.js'
 import { TOKEN, delay, eventually, readBrainLog, startStack, type LogLine } from './helpers/service.js'
 
+// Each test runs its own stack and mostly waits on slow or failing answers, so they run side by side.
+t.jobs = 3
+
 // Generous: the box running this may be a noisy 2-core CI machine with another test file beside
 // this one. On a shared 2-core VM this file alone measured p50 ≈ 30 ms and p99 ≈ 150 ms; beside
 // brain-faults.test.ts, p50 ≈ 145 ms and p99 ≈ 500 ms. A webhook that waited on the faults would
