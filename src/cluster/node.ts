@@ -160,4 +160,3 @@ export class ClusterNode implements ServiceCore {
     await this.store.pool.end().catch(() => undefined)
   }
 }
-

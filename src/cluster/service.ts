@@ -9,13 +9,12 @@ import { BotCheck } from '../telegram/bot-check.js'
 import { ClusterNode } from './node.js'
 import type { Role } from './role.js'
 
-// Loaded only when DATABASE_URL is set: a single host never loads Postgres' client or the job engine.
-
 /**
  * A host of the Postgres mode: the shared store and engine instead of the SQLite inbox and the
  * local dispatcher; the same brain, sandbox, Telegram client and HTTP routes. A database that
  * refuses the login or lacks rights stops the start (exit 2); one that cannot be reached yet is
- * tried again in the background while the webhook answers 503.
+ * tried again in the background while the webhook answers 503. server.ts imports this module only
+ * when DATABASE_URL is set, so a single host never loads pg or Graphile Worker.
  */
 export async function startClusterService(config: Config, databaseUrl: string, logger: Logger, role: Role): Promise<Service> {
   const runsBrains = role !== 'intake'
