@@ -1,3 +1,4 @@
+// What the single host (server.ts) and a host of the Postgres mode (cluster/service.ts) build alike.
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildApp } from './app.js'
@@ -15,8 +16,6 @@ import type { BotCheck } from './telegram/bot-check.js'
 import { TelegramClient } from './telegram/client.js'
 import { mediaRoot } from './telegram/media.js'
 import { MediaQuota } from './telegram/media-quota.js'
-
-// What the single host (server.ts) and a host of the Postgres mode (cluster/service.ts) build alike.
 
 /** A running service, for tests and the demo that start it in-process. */
 export interface Service {
