@@ -7,7 +7,7 @@ import { HeapReducer } from '../../src/heap-reducer.js'
 // The reducer in this very process: a burst of garbage grows V8's heap, and the reducer hands it
 // back only once the event loop has been idle for IDLE_MS, check after check.
 const MB = 2 ** 20
-const CHECK_MS = 200
+const CHECK_MS = 300
 const IDLE_MS = 3 * CHECK_MS
 
 interface Reduced {
