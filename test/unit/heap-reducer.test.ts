@@ -84,37 +84,47 @@ t.test('after a burst, an idle loop gets the heap handed back', async (t) => {
   t.equal(reduced.length, 1, 'once per burst: an idle loop with a small heap is left alone')
 })
 
-t.test('bursts with short idle stretches between them keep their heap', async (t) => {
+/**
+ * Grows the heap and holds it while `keepLoop` works the event loop (calling `sample` now and then),
+ * so that only the loop's business can hold the reducer back; then checks it did.
+ */
+async function heldBack(t: Test, keepLoop: (sample: () => void) => Promise<void>, why: string): Promise<void> {
   await collectAll()
   const reduced = reducer(t)
   const floor = committedMB()
-  // Held while the loop works, so the heap stays grown and only the loop's business holds the reducer back.
   const held = await burst(64)
   let smallest = committedMB()
-  const until = Date.now() + 6 * IDLE_MS
-  while (Date.now() < until) {
-    // An idle stretch of one check, then a busy one that holds a whole check: never IDLE_MS idle.
-    await delay(CHECK_MS)
-    await busyFor(2 * CHECK_MS + 50)
-    smallest = Math.min(smallest, committedMB())
-  }
+  await keepLoop(() => (smallest = Math.min(smallest, committedMB())))
   t.ok(smallest > floor + 32, `the heap stayed grown: at least ${Math.round(smallest)} MB committed over a floor of ${Math.round(floor)} MB`)
-  t.same(reduced, [], 'no collection: the loop never idled for IDLE_MS')
+  t.same(reduced, [], why)
   t.ok(held.length > 0)
+}
+
+t.test('bursts with short idle stretches between them keep their heap', async (t) => {
+  await heldBack(
+    t,
+    async (sample) => {
+      const until = Date.now() + 6 * IDLE_MS
+      while (Date.now() < until) {
+        // An idle stretch of one check, then a busy one that holds a whole check: never IDLE_MS idle.
+        await delay(CHECK_MS)
+        await busyFor(2 * CHECK_MS + 50)
+        sample()
+      }
+    },
+    'no collection: the loop never idled for IDLE_MS',
+  )
 })
 
 t.test('a loop that stays busy is never paused for it', async (t) => {
-  await collectAll()
-  const reduced = reducer(t)
-  const floor = committedMB()
-  // Held while the loop works, so the heap stays grown and only the loop's business holds the reducer back.
-  const held = await burst(64)
-  let smallest = committedMB()
-  for (let check = 0; check < 6; check++) {
-    await busyFor(CHECK_MS)
-    smallest = Math.min(smallest, committedMB())
-  }
-  t.ok(smallest > floor + 32, `the heap stayed grown: at least ${Math.round(smallest)} MB committed over a floor of ${Math.round(floor)} MB`)
-  t.same(reduced, [], 'no collection while the loop was busy through every check')
-  t.ok(held.length > 0)
+  await heldBack(
+    t,
+    async (sample) => {
+      for (let check = 0; check < 6; check++) {
+        await busyFor(CHECK_MS)
+        sample()
+      }
+    },
+    'no collection while the loop was busy through every check',
+  )
 })
